@@ -1,0 +1,698 @@
+//! The tracepoint programs.
+//!
+//! Cost is what matters here: every TCP state change on the host runs
+//! `inet_sock_set_state`. So the port filter comes first, a connection's state lives in
+//! the `CONNS` map, and a connection produces one ring-buffer record when it ends (plus
+//! RST and error events), written without waking userspace, which drains on a timer.
+//!
+//! Context matters too: close() and exit run in the closing task, so `current` names
+//! who closed; anything driven by an incoming packet or a timer runs in softirq, where
+//! `current` is whoever happened to be on the CPU. Records say which (`in_task`).
+
+use aya_ebpf::{
+    EbpfContext as _, Global,
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use redis_trace_ebpf::{
+    ABSENT, AF_INET, AF_INET6, AddrLayout, Config, ConnClosed, ConnKey, ConnState, IPPROTO_TCP,
+    MAX_CONNS, MAX_PORTS, MAX_PROC_NAMES, NO_REASON, ProcEvent, RING_BYTES, SockEvent, conn_flags,
+    counter, how, kind, proc_event, side, sock_event, tcp_state,
+};
+
+/// Layouts and settings, overridden by the loader (`EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+static CONFIG: Global<Config> = Global::new(Config::EMPTY);
+
+/// Traced ports (host order) -> 1.
+#[map]
+static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Process names (comm, NUL-padded) whose OOM kill, fatal signals and exit are reported.
+#[map]
+static PROC_NAMES: Array<[u8; 16]> = Array::with_max_entries(MAX_PROC_NAMES, 0);
+
+/// Process ids to watch as well (Redis servers found by their listening port, whatever
+/// their name).
+#[map]
+static WATCHED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Open connections on traced ports.
+#[map]
+static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Per-CPU counters, indexed by `redis_trace_ebpf::counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; no other program touches it concurrently on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Reads a field at an offset from the format file; `None` when absent or unreadable.
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
+    if offset == ABSENT {
+        return None;
+    }
+    // SAFETY: read_at uses bpf_probe_read_kernel, which checks the address; the offset
+    // comes from this kernel's format file for this very tracepoint.
+    match unsafe { ctx.read_at::<T>(offset as usize) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(counter::READ_FAILED);
+            None
+        }
+    }
+}
+
+/// A socket's view of its connection, from a tracepoint.
+struct Tuple {
+    family: u16,
+    local_port: u16,
+    remote_port: u16,
+    /// [`side::SERVER`] when the local port is traced, [`side::CLIENT`] when the remote is.
+    side: u32,
+}
+
+/// Reads the ports and applies the port filter: `None` for a connection not on a traced
+/// port, before anything else is read.
+#[inline(always)]
+fn ports(ctx: &TracePointContext, l: &AddrLayout) -> Option<Tuple> {
+    let (family, local_port, remote_port) = if l.sockaddr_src != ABSENT {
+        // struct sockaddr_in / sockaddr_in6: family (host order) then port (network order).
+        let family: u16 = field(ctx, l.sockaddr_src)?;
+        let sport: u16 = field(ctx, l.sockaddr_src + 2)?;
+        let dport: u16 = field(ctx, l.sockaddr_dst + 2)?;
+        (family, u16::from_be(sport), u16::from_be(dport))
+    } else {
+        (
+            field(ctx, l.family)?,
+            field(ctx, l.sport)?,
+            field(ctx, l.dport)?,
+        )
+    };
+    // SAFETY: map lookups of plain keys.
+    let side = if unsafe { PORTS.get(&local_port) }.is_some() {
+        side::SERVER
+    } else if unsafe { PORTS.get(&remote_port) }.is_some() {
+        side::CLIENT
+    } else {
+        return None;
+    };
+    Some(Tuple {
+        family,
+        local_port,
+        remote_port,
+        side,
+    })
+}
+
+/// Reads the local and remote address as 16 bytes (IPv4 as `::ffff:a.b.c.d`, so that an
+/// IPv4 socket and the IPv6 socket at the other end of the same connection agree).
+#[inline(always)]
+fn addrs(ctx: &TracePointContext, l: &AddrLayout, family: u16) -> Option<([u8; 16], [u8; 16])> {
+    let mut local = [0u8; 16];
+    let mut remote = [0u8; 16];
+    if family == AF_INET {
+        let (s, d) = if l.sockaddr_src != ABSENT {
+            (l.sockaddr_src + 4, l.sockaddr_dst + 4)
+        } else {
+            (l.saddr, l.daddr)
+        };
+        let s: [u8; 4] = field(ctx, s)?;
+        let d: [u8; 4] = field(ctx, d)?;
+        local[10] = 0xff;
+        local[11] = 0xff;
+        remote[10] = 0xff;
+        remote[11] = 0xff;
+        local[12..].copy_from_slice(&s);
+        remote[12..].copy_from_slice(&d);
+    } else if family == AF_INET6 {
+        let (s, d) = if l.sockaddr_src != ABSENT {
+            (l.sockaddr_src + 8, l.sockaddr_dst + 8)
+        } else {
+            (l.saddr_v6, l.daddr_v6)
+        };
+        local = field(ctx, s)?;
+        remote = field(ctx, d)?;
+    } else {
+        return None;
+    }
+    Some((local, remote))
+}
+
+#[inline(always)]
+fn key_of(ctx: &TracePointContext, l: &AddrLayout, t: &Tuple) -> Option<ConnKey> {
+    let (local, remote) = addrs(ctx, l, t.family)?;
+    Some(if t.side == side::SERVER {
+        ConnKey {
+            server_addr: local,
+            client_addr: remote,
+            server_port: t.local_port,
+            client_port: t.remote_port,
+            _pad: 0,
+        }
+    } else {
+        ConnKey {
+            server_addr: remote,
+            client_addr: local,
+            server_port: t.remote_port,
+            client_port: t.local_port,
+            _pad: 0,
+        }
+    })
+}
+
+#[inline(always)]
+fn seen_bit(side_: u32) -> u32 {
+    if side_ == side::SERVER {
+        conn_flags::SERVER_SEEN
+    } else {
+        conn_flags::CLIENT_SEEN
+    }
+}
+
+/// Ring-buffer flags: no wakeup unless enough data waits (userspace polls on a timer).
+#[inline(always)]
+fn wakeup_flags(cfg: &Config) -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Claims the right to report this connection's end. The first socket event that ends
+/// a connection wins; the other end of a loopback connection then stays quiet. Returns
+/// the connection's start time (0 when unseen), or `None` when already reported.
+#[inline(always)]
+fn claim(key: &ConnKey, side_: u32) -> Option<u64> {
+    let mut state = CONNS.get_ptr_mut(key);
+    if state.is_none() {
+        // A connection opened before the capture started, or one whose entry made room.
+        let fresh = ConnState {
+            start_ns: 0,
+            reported: 0,
+            flags: seen_bit(side_),
+            _pad: 0,
+        };
+        if CONNS.insert(key, &fresh, 0).is_err() {
+            count(counter::CONN_MAP_FULL);
+            // Report anyway: a duplicate is better than a loss.
+            return Some(0);
+        }
+        state = CONNS.get_ptr_mut(key);
+    }
+    let state = state?;
+    // SAFETY: `state` points into a map value that stays valid during this program.
+    // Not atomic (the BPF target has no Rust atomics): the two ends of a loopback
+    // connection close one after the other on one CPU (the peer's event is driven by the
+    // packet the first sent), so they cannot race here; a truly simultaneous close on two
+    // CPUs can yield two records, which userspace merges by key.
+    unsafe {
+        (*state).flags |= seen_bit(side_);
+        if (*state).reported != 0 {
+            return None;
+        }
+        (*state).reported = 1;
+        Some((*state).start_ns)
+    }
+}
+
+#[inline(always)]
+fn emit_closed(
+    cfg: &Config,
+    key: &ConnKey,
+    t: &Tuple,
+    start_ns: u64,
+    how_: u32,
+    in_task: bool,
+    old: u32,
+    new: u32,
+) {
+    let Some(mut entry) = EVENTS.reserve::<ConnClosed>(0) else {
+        count(counter::RING_FULL);
+        return;
+    };
+    let (tgid, tid, comm) = if in_task {
+        let id = bpf_get_current_pid_tgid();
+        (
+            (id >> 32) as u32,
+            id as u32,
+            bpf_get_current_comm().unwrap_or([0; 16]),
+        )
+    } else {
+        (0, 0, [0; 16])
+    };
+    entry.write(ConnClosed {
+        kind: kind::CONN_CLOSED,
+        how: how_,
+        observer: t.side,
+        rst_reason: NO_REASON,
+        error: 0,
+        in_task: in_task as u32,
+        tgid,
+        tid,
+        comm,
+        start_ns,
+        // SAFETY: helper without preconditions.
+        close_ns: unsafe { bpf_ktime_get_ns() },
+        key: *key,
+        family: t.family,
+        old_state: old as u16,
+        new_state: new as u16,
+        _pad: 0,
+    });
+    entry.submit(wakeup_flags(cfg));
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn emit_sock_event(
+    cfg: &Config,
+    key: &ConnKey,
+    t: &Tuple,
+    what: u32,
+    rst_reason: u32,
+    error: i32,
+    in_task: bool,
+    state: u32,
+) {
+    let Some(mut entry) = EVENTS.reserve::<SockEvent>(0) else {
+        count(counter::RING_FULL);
+        return;
+    };
+    let id = bpf_get_current_pid_tgid();
+    entry.write(SockEvent {
+        kind: kind::SOCK,
+        what,
+        side: t.side,
+        rst_reason,
+        error,
+        in_task: in_task as u32,
+        tgid: if in_task { (id >> 32) as u32 } else { 0 },
+        tid: if in_task { id as u32 } else { 0 },
+        comm: if in_task {
+            bpf_get_current_comm().unwrap_or([0; 16])
+        } else {
+            [0; 16]
+        },
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        key: *key,
+        family: t.family,
+        state: state as u16,
+        _pad: 0,
+    });
+    entry.submit(wakeup_flags(cfg));
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_inet_sock_set_state(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
+    let cfg = CONFIG.load();
+    let l = &cfg.set_state;
+    let protocol: u16 = if l.protocol_size == 1 {
+        field::<u8>(ctx, l.protocol)? as u16
+    } else {
+        field(ctx, l.protocol)?
+    };
+    if protocol != IPPROTO_TCP {
+        return None;
+    }
+    let old = field::<i32>(ctx, l.oldstate)? as u32;
+    let new = field::<i32>(ctx, l.newstate)? as u32;
+    // Only transitions that start or end a connection matter; leave the rest early.
+    let interesting = matches!(
+        (old, new),
+        (
+            tcp_state::SYN_SENT | tcp_state::SYN_RECV,
+            tcp_state::ESTABLISHED
+        ) | (
+            tcp_state::ESTABLISHED | tcp_state::SYN_RECV,
+            tcp_state::FIN_WAIT1
+        ) | (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT)
+            | (_, tcp_state::CLOSE)
+    );
+    // Listening sockets, and connects that never got through, are not connections.
+    let never_connected = old == tcp_state::SYN_SENT && new != tcp_state::ESTABLISHED;
+    if !interesting || old == tcp_state::LISTEN || never_connected {
+        return None;
+    }
+    let t = ports(ctx, &l.addr)?;
+    count(counter::HITS);
+    let key = key_of(ctx, &l.addr, &t)?;
+
+    if new == tcp_state::ESTABLISHED {
+        // SAFETY: helper without preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        match CONNS.get_ptr_mut(&key) {
+            // SAFETY: map value pointer, valid for this program's run.
+            Some(s) => unsafe {
+                if (*s).reported != 0 {
+                    // The 4-tuple was reused by a new connection.
+                    *s = ConnState {
+                        start_ns: now,
+                        reported: 0,
+                        flags: seen_bit(t.side),
+                        _pad: 0,
+                    };
+                } else {
+                    (*s).flags |= seen_bit(t.side);
+                    if (*s).start_ns == 0 {
+                        (*s).start_ns = now;
+                    }
+                }
+            },
+            None => {
+                let fresh = ConnState {
+                    start_ns: now,
+                    reported: 0,
+                    flags: seen_bit(t.side),
+                    _pad: 0,
+                };
+                if CONNS.insert(&key, &fresh, 0).is_err() {
+                    count(counter::CONN_MAP_FULL);
+                }
+            }
+        }
+        return Some(());
+    }
+
+    let how_ = match (old, new) {
+        // tcp_close()/tcp_shutdown(): always the closing task.
+        (_, tcp_state::FIN_WAIT1) => Some((how::SENT_FIN, true)),
+        // The peer's FIN, processed in softirq.
+        (_, tcp_state::CLOSE_WAIT) => Some((how::RECEIVED_FIN, false)),
+        // An abort by the owning task (tcp_close with unread data, SO_LINGER 0,
+        // tcp_disconnect, tcp_abort). A received RST was claimed by tcp_receive_reset
+        // before this; a retransmission timeout ends here too, in a timer, and is told
+        // apart by the error event that follows (see `how::ABORTED`).
+        (tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT, tcp_state::CLOSE) => {
+            Some((how::ABORTED, true))
+        }
+        _ => None,
+    };
+    if let Some((how_, in_task)) = how_ {
+        if let Some(start_ns) = claim(&key, t.side) {
+            emit_closed(&cfg, &key, &t, start_ns, how_, in_task, old, new);
+        }
+    }
+
+    if new == tcp_state::CLOSE {
+        // Forget the connection once every socket of it that we saw has closed. With its
+        // start unseen we cannot know whether the other end is local and still open, so
+        // such entries are left for the LRU to recycle rather than risk a second record.
+        if let Some(s) = CONNS.get_ptr_mut(&key) {
+            // SAFETY: map value pointer, valid for this program's run.
+            let (start, flags) = unsafe {
+                (*s).flags |= if t.side == side::SERVER {
+                    conn_flags::SERVER_CLOSED
+                } else {
+                    conn_flags::CLIENT_CLOSED
+                };
+                ((*s).start_ns, (*s).flags)
+            };
+            let seen = flags & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN);
+            let closed = (flags >> 2) & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN);
+            if start != 0 && seen == closed {
+                let _ = CONNS.remove(&key);
+            }
+        }
+    }
+    Some(())
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    let _ = try_reset(&ctx, false);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let _ = try_reset(&ctx, true);
+    0
+}
+
+fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
+    let cfg = CONFIG.load();
+    let l = if sent {
+        &cfg.send_reset
+    } else {
+        &cfg.receive_reset
+    };
+    let t = ports(ctx, &l.addr)?;
+    count(counter::HITS);
+    let key = key_of(ctx, &l.addr, &t)?;
+    let state = field::<i32>(ctx, l.state).unwrap_or(0) as u32;
+    if !sent {
+        // A received RST ends the connection (tcp_reset) unless it was already reported.
+        if claim(&key, t.side).is_some() {
+            emit_closed(&cfg, &key, &t, 0, how::RECEIVED_RST, false, state, state);
+            return Some(());
+        }
+        emit_sock_event(
+            &cfg,
+            &key,
+            &t,
+            sock_event::RST_RECEIVED,
+            NO_REASON,
+            0,
+            false,
+            state,
+        );
+        return Some(());
+    }
+    // A sent RST never claims: the state change (abort) or error event around it does,
+    // and this record carries the reason to userspace. Whether `current` is the task
+    // that caused it depends on the reason: TCP_ABORT_ON_CLOSE and friends are sent from
+    // close(); replies to packets and timers run in softirq.
+    let reason = field::<u32>(ctx, l.reason).unwrap_or(NO_REASON);
+    let in_task = reason < 64 && cfg.task_reasons & (1u64 << reason) != 0;
+    emit_sock_event(
+        &cfg,
+        &key,
+        &t,
+        sock_event::RST_SENT,
+        reason,
+        0,
+        in_task,
+        state,
+    );
+    Some(())
+}
+
+#[tracepoint]
+pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
+    let _ = try_error_report(&ctx);
+    0
+}
+
+fn try_error_report(ctx: &TracePointContext) -> Option<()> {
+    let cfg = CONFIG.load();
+    let l = &cfg.error_report;
+    if field::<u16>(ctx, l.protocol)? != IPPROTO_TCP {
+        return None;
+    }
+    let t = ports(ctx, &l.addr)?;
+    count(counter::HITS);
+    let key = key_of(ctx, &l.addr, &t)?;
+    let error: i32 = field(ctx, l.error)?;
+    if claim(&key, t.side).is_some() {
+        emit_closed(&cfg, &key, &t, 0, how::ERROR, false, 0, 0);
+    }
+    emit_sock_event(
+        &cfg,
+        &key,
+        &t,
+        sock_event::ERROR,
+        NO_REASON,
+        error,
+        false,
+        0,
+    );
+    Some(())
+}
+
+/// Whether a process is one we watch: by comm, or by pid.
+#[inline(always)]
+fn watched(comm: &[u8; 16], pid: u32) -> bool {
+    // SAFETY: plain map lookup.
+    if unsafe { WATCHED_PIDS.get(&pid) }.is_some() {
+        return true;
+    }
+    let mut i = 0;
+    while i < MAX_PROC_NAMES {
+        if let Some(name) = PROC_NAMES.get(i) {
+            if name[0] != 0 && name == comm {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn new_proc_event(what: u32) -> ProcEvent {
+    let id = bpf_get_current_pid_tgid();
+    ProcEvent {
+        kind: kind::PROC,
+        what,
+        pid: 0,
+        actor_tgid: (id >> 32) as u32,
+        actor_tid: id as u32,
+        sig: 0,
+        code: 0,
+        result: 0,
+        comm: [0; 16],
+        actor_comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        total_vm: 0,
+        anon_rss: 0,
+        file_rss: 0,
+        shmem_rss: 0,
+        pgtables: 0,
+        uid: 0,
+        oom_score_adj: 0,
+    }
+}
+
+#[inline(always)]
+fn emit_proc(ev: &ProcEvent) {
+    // Rare and urgent: always wake userspace.
+    if EVENTS
+        .output::<ProcEvent>(ev, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
+        count(counter::RING_FULL);
+    }
+}
+
+#[tracepoint]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    let _ = try_mark_victim(&ctx);
+    0
+}
+
+/// Every OOM victim is reported (rare, and a killed client explains resets too).
+fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
+    let cfg = CONFIG.load();
+    let l = &cfg.oom;
+    let mut ev = new_proc_event(proc_event::OOM_VICTIM);
+    ev.pid = field::<i32>(ctx, l.pid)? as u32;
+    if let Some(loc) = field::<u32>(ctx, l.comm_loc) {
+        // __data_loc: low 16 bits the offset of the string in the record, high 16 its length.
+        let off = (loc & 0xffff) as usize;
+        // SAFETY: reading within the tracepoint record through the checked helper.
+        if let Ok(c) = unsafe {
+            bpf_probe_read_kernel((ctx.as_ptr() as *const u8).add(off) as *const [u8; 16])
+        } {
+            ev.comm = c;
+        }
+    }
+    ev.total_vm = field(ctx, l.total_vm).unwrap_or(0);
+    ev.anon_rss = field(ctx, l.anon_rss).unwrap_or(0);
+    ev.file_rss = field(ctx, l.file_rss).unwrap_or(0);
+    ev.shmem_rss = field(ctx, l.shmem_rss).unwrap_or(0);
+    ev.pgtables = field(ctx, l.pgtables).unwrap_or(0);
+    ev.uid = field(ctx, l.uid).unwrap_or(0);
+    ev.oom_score_adj = field::<i16>(ctx, l.oom_score_adj).unwrap_or(0) as i32;
+    emit_proc(&ev);
+    Some(())
+}
+
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    let _ = try_signal_generate(&ctx);
+    0
+}
+
+fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
+    let cfg = CONFIG.load();
+    let l = &cfg.signal;
+    let sig: i32 = field(ctx, l.sig)?;
+    if !(0..64).contains(&sig) || cfg.signal_mask & (1u64 << sig) == 0 {
+        return None;
+    }
+    let pid = field::<i32>(ctx, l.pid)? as u32;
+    let comm: [u8; 16] = field(ctx, l.comm)?;
+    if !watched(&comm, pid) {
+        return None;
+    }
+    let mut ev = new_proc_event(proc_event::SIGNAL);
+    ev.pid = pid;
+    ev.comm = comm;
+    ev.sig = sig;
+    ev.code = field(ctx, l.code).unwrap_or(0);
+    ev.result = field(ctx, l.result).unwrap_or(0);
+    emit_proc(&ev);
+    Some(())
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_exit(&ctx);
+    0
+}
+
+fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
+    let cfg = CONFIG.load();
+    let l = &cfg.exit;
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    // Report the process, not each thread: the last thread out (group_dead), or the main
+    // thread on kernels without that field.
+    let whole = match field::<u8>(ctx, l.group_dead) {
+        Some(g) => g != 0,
+        None => tgid == id as u32,
+    };
+    if !whole {
+        return None;
+    }
+    let comm: [u8; 16] = field(ctx, l.comm)?;
+    if !watched(&comm, tgid) {
+        return None;
+    }
+    let mut ev = new_proc_event(proc_event::EXIT);
+    ev.pid = tgid;
+    ev.comm = comm;
+    ev.sig = 1;
+    emit_proc(&ev);
+    Some(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// License of the programs: GPL, needed for the helpers used (bpf_probe_read_kernel, ...).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// Keep the map sizes tied to the shared constants.
+const _: () = assert!(MAX_CONNS > 0 && MAX_PORTS > 0);

@@ -1,0 +1,254 @@
+//! Loading the eBPF object, configuring it for this kernel, and attaching its programs.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use redis_trace_ebpf::{Config, MAX_PORTS, MAX_PROC_NAMES, RING_BYTES, counter};
+
+use super::layout::{self, PROBES, Probe, ResetReasons};
+use crate::record::ProbeStatus;
+use crate::tracefs;
+
+/// The kernel programs, built by build.rs and embedded: one binary to copy to a host.
+/// Aligned because the ELF parser reads it in place.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redis-trace"));
+
+/// What the loader needs from the caller.
+pub struct Settings<'a> {
+    pub ports: &'a [u16],
+    pub proc_names: &'a [String],
+    pub watched_pids: &'a [u32],
+}
+
+/// The attached programs and the maps userspace reads. Dropping it detaches everything.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub ring: RingBuf<MapData>,
+    pub attached: Vec<String>,
+    pub unavailable: Vec<ProbeStatus>,
+    pub reasons: ResetReasons,
+}
+
+/// Where tracefs is, mounting it when the host has not (minimal hosts don't).
+pub fn tracefs_root(notes: &mut Vec<String>) -> Result<PathBuf> {
+    if let Some(root) = tracefs::find_root() {
+        return Ok(root);
+    }
+    let target = Path::new("/sys/kernel/tracing");
+    let mount = || -> std::io::Result<()> {
+        let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
+        let (src, dst, fstype) = (c("nodev")?, c("/sys/kernel/tracing")?, c("tracefs")?);
+        // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    mount().with_context(|| {
+        format!(
+            "tracefs is not mounted and mounting it at {} failed; mount it by hand \
+             (mount -t tracefs nodev {}) and run again",
+            target.display(),
+            target.display()
+        )
+    })?;
+    notes.push(format!(
+        "tracefs was not mounted: mounted it at {} (left mounted)",
+        target.display()
+    ));
+    tracefs::find_root().context("tracefs mounted but its events directory is missing")
+}
+
+/// Builds the configuration for this kernel from its format files. Probes whose format
+/// is missing or unusable are returned as unavailable, with the reason.
+pub fn configure(root: &Path) -> (Config, ResetReasons, Vec<(Probe, ProbeStatus)>) {
+    let mut cfg = Config::EMPTY;
+    let mut reasons = ResetReasons::default();
+    let mut unavailable = Vec::new();
+    for probe in PROBES {
+        let result = tracefs::read_format(root, probe.category, probe.name)
+            .and_then(|f| layout::apply(&mut cfg, &probe, &f).map(|()| f));
+        match result {
+            Ok(f) => {
+                if probe.name == "tcp_send_reset" {
+                    reasons = ResetReasons::from_format(&f);
+                }
+            }
+            Err(e) => unavailable.push((
+                probe,
+                ProbeStatus {
+                    probe: probe.id(),
+                    why: Some(format!("{e:#}")),
+                    cost: Some(probe.cost.to_string()),
+                },
+            )),
+        }
+    }
+    if reasons.0.is_empty() {
+        let missing_reason = !unavailable.iter().any(|(p, _)| p.name == "tcp_send_reset");
+        if missing_reason {
+            unavailable.push((
+                PROBES[1],
+                ProbeStatus {
+                    probe: "tcp:tcp_send_reset reason".into(),
+                    why: Some(
+                        "this kernel's tcp_send_reset has no `reason` field (added in 6.10)".into(),
+                    ),
+                    cost: Some("rst_reason is null in every record".into()),
+                },
+            ));
+        }
+    }
+    cfg.task_reasons = reasons.task_mask();
+    cfg.signal_mask = layout::signal_mask();
+    // Wake userspace early only when the ring is an eighth full; otherwise it drains on
+    // its own timer. A wakeup per record is what makes other tracers expensive.
+    cfg.wakeup_bytes = u64::from(RING_BYTES / 8);
+    (cfg, reasons, unavailable)
+}
+
+pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
+    if OBJECT.is_empty() {
+        bail!(
+            "this redis-trace binary was built without its eBPF programs (the eBPF toolchain \
+             was missing at build time); run scripts/setup.sh, then rebuild with `cargo xtask build`"
+        );
+    }
+    let (cfg, reasons, unavailable) = configure(root);
+    if let Some((p, st)) = unavailable.iter().find(|(p, _)| p.essential) {
+        bail!(
+            "this kernel cannot run the capture: {} is unusable ({}); without it there are {}",
+            p.id(),
+            st.why.as_deref().unwrap_or("unknown"),
+            p.cost
+        );
+    }
+    if settings.ports.len() > MAX_PORTS as usize {
+        bail!("at most {MAX_PORTS} ports can be traced at once");
+    }
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &cfg, true)
+        .load(OBJECT)
+        .context(
+            "loading the eBPF object into the kernel (are you root, with CAP_BPF and CAP_PERFMON?)",
+        )?;
+
+    {
+        let mut ports: HashMap<_, u16, u8> =
+            HashMap::try_from(ebpf.map_mut("PORTS").context("map PORTS missing")?)?;
+        for &p in settings.ports {
+            ports.insert(p, 1, 0).context("filling the port filter")?;
+        }
+        let mut names: Array<_, [u8; 16]> = Array::try_from(
+            ebpf.map_mut("PROC_NAMES")
+                .context("map PROC_NAMES missing")?,
+        )?;
+        for (i, name) in settings
+            .proc_names
+            .iter()
+            .take(MAX_PROC_NAMES as usize)
+            .enumerate()
+        {
+            // comm is at most 15 bytes plus NUL: the kernel truncates longer names.
+            let mut raw = [0u8; 16];
+            let bytes = name.as_bytes();
+            let n = bytes.len().min(15);
+            raw[..n].copy_from_slice(&bytes[..n]);
+            names
+                .set(i as u32, raw, 0)
+                .context("filling process names")?;
+        }
+        let mut pids: HashMap<_, u32, u8> = HashMap::try_from(
+            ebpf.map_mut("WATCHED_PIDS")
+                .context("map WATCHED_PIDS missing")?,
+        )?;
+        for &pid in settings.watched_pids.iter().take(1024) {
+            pids.insert(pid, 1, 0).context("filling watched pids")?;
+        }
+    }
+
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
+        .context("opening the ring buffer")?;
+
+    let mut attached = Vec::new();
+    let mut unavailable: Vec<ProbeStatus> = unavailable.into_iter().map(|(_, s)| s).collect();
+    let skipped: Vec<String> = unavailable.iter().map(|s| s.probe.clone()).collect();
+    for probe in PROBES {
+        if skipped.contains(&probe.id()) {
+            continue;
+        }
+        match attach(&mut ebpf, &probe) {
+            Ok(()) => attached.push(probe.id()),
+            Err(e) if !probe.essential => unavailable.push(ProbeStatus {
+                probe: probe.id(),
+                why: Some(format!("{e:#}")),
+                cost: Some(probe.cost.to_string()),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Loaded {
+        ebpf,
+        ring,
+        attached,
+        unavailable,
+        reasons,
+    })
+}
+
+fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
+    let what = probe.id();
+    let prog: &mut TracePoint = ebpf
+        .program_mut(probe.program())
+        .with_context(|| format!("program for {what} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("program for {what} is not a tracepoint program"))?;
+    prog.load().with_context(|| {
+        format!("loading the program for {what} (the kernel's verifier refused it)")
+    })?;
+    prog.attach(probe.category, probe.name)
+        .with_context(|| format!("attaching {what}"))?;
+    Ok(())
+}
+
+/// Sums of the per-CPU counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelCounters {
+    pub ring_full: u64,
+    pub conn_map_full: u64,
+    pub read_failed: u64,
+    pub hits: u64,
+}
+
+pub fn counters(ebpf: &Ebpf) -> Result<KernelCounters> {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
+    let sum = |i: u32| -> Result<u64> {
+        Ok(map
+            .get(&i, 0)
+            .with_context(|| format!("reading counter {i}"))?
+            .iter()
+            .sum())
+    };
+    Ok(KernelCounters {
+        ring_full: sum(counter::RING_FULL)?,
+        conn_map_full: sum(counter::CONN_MAP_FULL)?,
+        read_failed: sum(counter::READ_FAILED)?,
+        hits: sum(counter::HITS)?,
+    })
+}

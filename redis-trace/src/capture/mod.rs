@@ -1,0 +1,393 @@
+//! `redis-trace capture`: attach, collect, assemble, write, and end cleanly.
+pub mod assemble;
+pub mod decode;
+pub mod layout;
+pub mod load;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::assemble::{Assembled, Assembler, Clock, Owners, monotonic_ns};
+use self::decode::{Record, comm};
+use crate::output::{JsonTarget, Writers, closed_line, process_line, reset_line};
+use crate::procinfo;
+use crate::record::{
+    CaptureEnded, CaptureStarted, Counts, OomInfo, ProcessEvent, ProcessRef, SCHEMA_VERSION,
+    SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
+};
+use redis_trace_ebpf::{ProcEvent, proc_event};
+
+/// Process names whose servers are discovered and whose process events are reported.
+pub const SERVER_NAMES: [&str; 2] = ["redis-server", "valkey-server"];
+
+/// How long records about one connection are held for their RST/error companions.
+const GRACE: Duration = Duration::from_millis(250);
+/// How often the ring buffer is drained when the kernel does not wake us.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Ports given on the command line; empty means discover.
+    pub ports: Vec<u16>,
+    pub duration: Option<Duration>,
+    pub json: Option<JsonTarget>,
+    pub quiet: bool,
+}
+
+/// The ports to trace and how they were chosen.
+fn choose_ports(opts: &Options) -> Result<(Vec<TracedPort>, &'static str, Vec<u32>)> {
+    let names: Vec<&str> = SERVER_NAMES.to_vec();
+    let found = procinfo::redis_ports(&names).unwrap_or_default();
+    let mut pids: Vec<u32> = found.iter().map(|(_, p)| p.pid).collect();
+    if let Ok(all) = procinfo::processes_named(&names) {
+        pids.extend(all.iter().map(|p| p.pid));
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    if !opts.ports.is_empty() {
+        let mut ports = opts.ports.clone();
+        ports.sort_unstable();
+        ports.dedup();
+        let traced = ports
+            .into_iter()
+            .map(|port| TracedPort {
+                port,
+                process: found
+                    .iter()
+                    .find(|(p, _)| *p == port)
+                    .map(|(_, pr)| ProcessRef {
+                        pid: pr.pid,
+                        comm: pr.comm.clone(),
+                    }),
+            })
+            .collect();
+        return Ok((traced, "command line", pids));
+    }
+    if found.is_empty() {
+        bail!(
+            "no running redis-server or valkey-server listens on a TCP port here; \
+             start one, or name the ports to trace with --port"
+        );
+    }
+    let traced = found
+        .iter()
+        .map(|(port, p)| TracedPort {
+            port: *port,
+            process: Some(ProcessRef {
+                pid: p.pid,
+                comm: p.comm.clone(),
+            }),
+        })
+        .collect();
+    Ok((traced, "discovered", pids))
+}
+
+/// Refuses early, with what to do, when the process cannot load BPF programs.
+fn check_privileges() -> Result<()> {
+    // CAP_SYS_ADMIN = 21, CAP_PERFMON = 38, CAP_BPF = 39 (linux/capability.h).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    if has(21) || (has(38) && has(39)) {
+        return Ok(());
+    }
+    bail!(
+        "redis-trace needs root (or CAP_BPF and CAP_PERFMON) to load its kernel programs; \
+         run it with sudo"
+    )
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn owners_at_start(ports: &[u16]) -> Owners {
+    procinfo::connection_owners(ports)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| {
+            (
+                (o.local, o.remote),
+                ProcessRef {
+                    pid: o.process.pid,
+                    comm: o.process.comm,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Why the capture ended.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Interrupt,
+    Terminate,
+    Duration,
+}
+
+pub async fn run(opts: Options) -> Result<CaptureEnded> {
+    check_privileges()?;
+    let mut writers = Writers::open(opts.json.as_ref(), opts.quiet)?;
+    let (ports, port_source, watched) = choose_ports(&opts)?;
+    let port_numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
+    for p in &ports {
+        match &p.process {
+            Some(pr) => eprintln!(
+                "redis-trace: tracing port {} ({} pid {})",
+                p.port,
+                procinfo::escape_name(&pr.comm),
+                pr.pid
+            ),
+            None => eprintln!(
+                "redis-trace: tracing port {} (no Redis process listens on it now)",
+                p.port
+            ),
+        }
+    }
+
+    let mut notes = Vec::new();
+    let root = load::tracefs_root(&mut notes)?;
+    for n in &notes {
+        eprintln!("redis-trace: {n}");
+    }
+    let proc_names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+    let started = Instant::now();
+    let owners = owners_at_start(&port_numbers);
+    let open_at_start = owners
+        .keys()
+        .filter(|(l, _)| port_numbers.contains(&l.port()))
+        .count();
+    let mut loaded = load::load(
+        &root,
+        &load::Settings {
+            ports: &port_numbers,
+            proc_names: &proc_names,
+            watched_pids: &watched,
+        },
+    )?;
+    for u in &loaded.unavailable {
+        eprintln!(
+            "redis-trace: warning: {} unavailable ({}): {}",
+            u.probe,
+            u.why.as_deref().unwrap_or("?"),
+            u.cost.as_deref().unwrap_or("?")
+        );
+    }
+
+    let clock = Clock::new();
+    let begin = CaptureStarted {
+        kind: "capture_started",
+        schema_version: SCHEMA_VERSION,
+        time: clock.rfc3339(monotonic_ns()),
+        tool_version: env!("CARGO_PKG_VERSION"),
+        host: hostname(),
+        kernel: kernel_release(),
+        ports: ports.clone(),
+        port_source,
+        probes_attached: loaded.attached.clone(),
+        probes_unavailable: loaded.unavailable.clone(),
+        open_connections_at_start: open_at_start,
+    };
+    // Every probe is live now: scripts may wait for this line.
+    writers.json(&begin)?;
+    writers.flush()?;
+    eprintln!(
+        "redis-trace: capturing ({} probes attached, ready in {} ms); Ctrl-C to stop",
+        loaded.attached.len(),
+        started.elapsed().as_millis()
+    );
+
+    let watched_set: HashSet<u32> = watched.into_iter().collect();
+    let mut assembler = Assembler::new(GRACE, loaded.reasons.clone(), clock, owners);
+    let mut counts = Counts::default();
+    let mut bad_records = 0u64;
+    let mut out = Vec::new();
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let sleep_until = async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep_until);
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // SAFETY: the ring buffer's fd is owned by the RingBuf moved into the AsyncFd, so it
+    // stays open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register_with_interest(loaded.ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+
+    let ending = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Ending::Interrupt,
+            _ = sigterm.recv() => break Ending::Terminate,
+            _ = &mut sleep_until => break Ending::Duration,
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {}
+        }
+        drain(
+            ring.get_mut(),
+            &mut assembler,
+            &watched_set,
+            &clock,
+            &mut writers,
+            &mut counts,
+            &mut bad_records,
+        )?;
+        assembler.flush(monotonic_ns(), &mut out);
+        write_assembled(&mut out, &mut writers, &mut counts)?;
+        writers.flush()?;
+    };
+
+    // Stop: collect what the kernel still holds, then everything pending.
+    drain(
+        ring.get_mut(),
+        &mut assembler,
+        &watched_set,
+        &clock,
+        &mut writers,
+        &mut counts,
+        &mut bad_records,
+    )?;
+    assembler.flush(u64::MAX, &mut out);
+    write_assembled(&mut out, &mut writers, &mut counts)?;
+    let kc = load::counters(&loaded.ebpf).unwrap_or_default();
+    loaded.ring = ring.into_inner();
+    let end = CaptureEnded {
+        kind: "capture_ended",
+        time: clock.rfc3339(monotonic_ns()),
+        duration_s: started.elapsed().as_secs_f64(),
+        ended_by: match ending {
+            Ending::Interrupt => "interrupt",
+            Ending::Terminate => "terminate",
+            Ending::Duration => "duration",
+        },
+        counts,
+        lost_events: kc.ring_full,
+        untracked_connections: kc.conn_map_full,
+        bad_records: bad_records + kc.read_failed,
+        probes_unavailable: loaded.unavailable.iter().map(|u| u.probe.clone()).collect(),
+    };
+    writers.json(&end)?;
+    writers.flush()?;
+    // Dropping `loaded` detaches every program.
+    drop(loaded);
+    Ok(end)
+}
+
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    assembler: &mut Assembler,
+    watched: &HashSet<u32>,
+    clock: &Clock,
+    writers: &mut Writers,
+    counts: &mut Counts,
+    bad: &mut u64,
+) -> Result<()> {
+    while let Some(item) = ring.next() {
+        match Record::decode(&item) {
+            Ok(Record::Closed(c)) => assembler.push_closed(c),
+            Ok(Record::Sock(s)) => assembler.push_sock(s),
+            Ok(Record::Proc(p)) => {
+                let ev = process_event(&p, watched, clock);
+                counts.process_events += 1;
+                writers.json(&ev)?;
+                writers.text(&process_line(&ev))?;
+            }
+            Err(_) => *bad += 1,
+        }
+    }
+    Ok(())
+}
+
+fn write_assembled(
+    out: &mut Vec<Assembled>,
+    writers: &mut Writers,
+    counts: &mut Counts,
+) -> Result<()> {
+    for a in out.drain(..) {
+        match a {
+            Assembled::Closed(c) => {
+                counts.connections_closed += 1;
+                writers.json(&*c)?;
+                writers.text(&closed_line(&c))?;
+            }
+            Assembled::Reset(r) => {
+                counts.resets += 1;
+                writers.json(&r)?;
+                writers.text(&reset_line(&r))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn process_event(p: &ProcEvent, watched: &HashSet<u32>, clock: &Clock) -> ProcessEvent {
+    let name = comm(&p.comm);
+    let redis = watched.contains(&p.pid) || SERVER_NAMES.contains(&name.as_str());
+    let actor = ProcessRef {
+        pid: p.actor_tgid,
+        comm: comm(&p.actor_comm),
+    };
+    let (event, signal, oom) = match p.what {
+        proc_event::OOM_VICTIM => (
+            "oom_kill",
+            None,
+            Some(OomInfo {
+                total_vm_kb: p.total_vm,
+                anon_rss_kb: p.anon_rss,
+                file_rss_kb: p.file_rss,
+                shmem_rss_kb: p.shmem_rss,
+                pgtables_kb: p.pgtables,
+                uid: p.uid,
+                oom_score_adj: p.oom_score_adj,
+                invoked_by: actor,
+            }),
+        ),
+        proc_event::SIGNAL => (
+            "signal",
+            Some(SignalInfo {
+                number: p.sig,
+                name: signal_name(p.sig),
+                origin: signal_origin(p.code),
+                sender: actor,
+                result: signal_result(p.result),
+            }),
+            None,
+        ),
+        _ => ("exit", None, None),
+    };
+    ProcessEvent {
+        kind: "process_event",
+        time: clock.rfc3339(p.ts_ns),
+        event,
+        pid: p.pid,
+        comm: name,
+        redis,
+        signal,
+        oom,
+    }
+}

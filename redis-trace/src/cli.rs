@@ -1,0 +1,113 @@
+//! The command line: clap's raw arguments, then the validated options the rest uses.
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::capture;
+use crate::output::JsonTarget;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redis-trace",
+    version,
+    about = "Who closed each Redis connection, and how: kernel evidence for \
+             `Connection reset by peer` and `Broken pipe`.",
+    long_about = None,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace connection ends on Redis ports until Ctrl-C, SIGTERM or --duration.
+    #[command(after_help = "\
+Examples:
+  redis-trace capture                         trace every local redis-server's ports
+  redis-trace capture --port 6379 --duration 30s
+  redis-trace capture --json trace.jsonl      JSON lines to a file (mode 0600), timeline on stdout
+  redis-trace capture --json - | jq .         JSON lines on stdout
+
+Needs root (or CAP_BPF and CAP_PERFMON). Mounts tracefs at /sys/kernel/tracing if it is
+not mounted.")]
+    Capture(CaptureArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// Redis port to trace (repeatable). Default: the ports running redis-server and
+    /// valkey-server processes listen on.
+    #[arg(short, long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(short, long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Write JSON lines to FILE ('-' for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+
+    /// No human-readable timeline on stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl CaptureArgs {
+    pub fn options(&self) -> Result<capture::Options> {
+        if self.ports.contains(&0) {
+            bail!("port 0 is not a port Redis can listen on");
+        }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            bail!("--duration must be longer than zero");
+        }
+        Ok(capture::Options {
+            ports: self.ports.clone(),
+            duration: self.duration,
+            json: self.json.as_deref().map(JsonTarget::parse),
+            quiet: self.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn capture_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "redis-trace",
+            "capture",
+            "-p",
+            "6379",
+            "--port",
+            "6380",
+            "--duration",
+            "30s",
+            "--json",
+            "-",
+        ])
+        .expect("parse");
+        let Command::Capture(args) = cli.command;
+        let opts = args.options().expect("valid");
+        assert_eq!(opts.ports, vec![6379, 6380]);
+        assert_eq!(opts.duration, Some(Duration::from_secs(30)));
+        assert_eq!(opts.json, Some(JsonTarget::Stdout));
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let cli = Cli::try_parse_from(["redis-trace", "capture", "-p", "0"]).expect("parse");
+        let Command::Capture(args) = cli.command;
+        assert!(args.options().is_err());
+    }
+}

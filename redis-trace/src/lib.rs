@@ -1,0 +1,12 @@
+//! redis-trace: who closed each Redis connection, from kernel evidence.
+//!
+//! - [`capture`]: the kernel programs' loader and the capture loop;
+//! - [`record`]: the JSON-lines records it writes;
+//! - [`output`]: the writers (JSON lines, the human timeline);
+//! - [`tracefs`], [`procinfo`]: what the kernel and /proc tell about this host.
+pub mod capture;
+pub mod cli;
+pub mod output;
+pub mod procinfo;
+pub mod record;
+pub mod tracefs;

@@ -1,0 +1,51 @@
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use redis_trace::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            // `redis-trace ... | head` closing the pipe is not an error.
+            if err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<io::Error>())
+                .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("redis-trace: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Capture(args) => {
+            let opts = args.options()?;
+            let end = runtime.block_on(redis_trace::capture::run(opts))?;
+            eprintln!(
+                "redis-trace: {} connections closed, {} other resets, {} process events in {:.1} s; {} lost events",
+                end.counts.connections_closed,
+                end.counts.resets,
+                end.counts.process_events,
+                end.duration_s,
+                end.lost_events
+            );
+            if end.lost_events > 0 {
+                eprintln!(
+                    "redis-trace: warning: {} records did not fit in the kernel's ring buffer: the capture is incomplete",
+                    end.lost_events
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Writers: JSON lines for tooling, a human timeline for the terminal.
+//!
+//! Both are buffered and flushed by the capture loop once per drain, not per record:
+//! at thousands of connections a second, a write per record is what costs.
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::procinfo::escape_name;
+use crate::record::{ConnectionClosed, ProcessEvent, ResetSeen};
+
+/// Where JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+impl JsonTarget {
+    pub fn parse(s: &str) -> Self {
+        if s == "-" {
+            Self::Stdout
+        } else {
+            Self::File(PathBuf::from(s))
+        }
+    }
+}
+
+/// Creates an output file readable by its owner only: captures hold client addresses
+/// and process names.
+pub fn create_private(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot write {}: choose a path in a writable directory",
+                path.display()
+            )
+        })?;
+    // An existing file keeps its old mode through open(): tighten it.
+    use std::os::unix::fs::PermissionsExt as _;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    Ok(file)
+}
+
+pub struct Writers {
+    json: Option<BufWriter<Box<dyn Write + Send>>>,
+    text: Option<BufWriter<Box<dyn Write + Send>>>,
+}
+
+impl Writers {
+    /// JSON to `json` if given; the human timeline to stdout unless JSON took stdout or
+    /// `quiet` is set.
+    pub fn open(json: Option<&JsonTarget>, quiet: bool) -> Result<Self> {
+        let json_writer: Option<Box<dyn Write + Send>> = match json {
+            None => None,
+            Some(JsonTarget::Stdout) => Some(Box::new(io::stdout())),
+            Some(JsonTarget::File(p)) => Some(Box::new(create_private(p)?)),
+        };
+        let text = (!quiet && json != Some(&JsonTarget::Stdout))
+            .then(|| BufWriter::new(Box::new(io::stdout()) as Box<dyn Write + Send>));
+        Ok(Self {
+            json: json_writer.map(|w| BufWriter::with_capacity(64 * 1024, w)),
+            text,
+        })
+    }
+
+    pub fn json<T: Serialize>(&mut self, record: &T) -> io::Result<()> {
+        if let Some(w) = self.json.as_mut() {
+            serde_json::to_writer(&mut *w, record).map_err(io::Error::other)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    pub fn text(&mut self, line: &str) -> io::Result<()> {
+        if let Some(w) = self.text.as_mut() {
+            w.write_all(line.as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(w) = self.json.as_mut() {
+            w.flush()?;
+        }
+        if let Some(w) = self.text.as_mut() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The clock time of an RFC 3339 timestamp, for the timeline (HH:MM:SS.mmm).
+fn clock_of(time: &str) -> &str {
+    time.get(11..23).unwrap_or(time)
+}
+
+fn who(pid: Option<u32>, comm: Option<&str>) -> String {
+    match (pid, comm) {
+        (Some(p), Some(c)) => format!(" by {} [{p}]", escape_name(c)),
+        (Some(p), None) => format!(" by pid {p}"),
+        _ => String::new(),
+    }
+}
+
+pub fn closed_line(c: &ConnectionClosed) -> String {
+    let packet = match (c.packet, c.rst_reason.as_deref()) {
+        (Some(p), Some(r)) => format!("{p} {r}"),
+        (Some(p), None) => p.to_string(),
+        (None, _) => "no packet".to_string(),
+    };
+    let side = c.closed_by_side.unwrap_or("unknown side");
+    let took = c
+        .duration_ms
+        .map(|d| format!(", after {d:.1} ms"))
+        .unwrap_or_default();
+    let timeout = if c.kernel_event == "timeout" {
+        " (kernel timeout)"
+    } else {
+        ""
+    };
+    format!(
+        "{}  {} -> {}  closed by {side} ({packet}){timeout}{}{took}",
+        clock_of(&c.time),
+        c.client,
+        c.server,
+        who(c.pid, c.comm.as_deref()),
+    )
+}
+
+pub fn reset_line(r: &ResetSeen) -> String {
+    let from = r.sent_by.unwrap_or("unseen sender");
+    let reason = r
+        .rst_reason
+        .as_deref()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    format!(
+        "{}  {} -> {}  RST{reason} sent by {from}{}",
+        clock_of(&r.time),
+        r.client,
+        r.server,
+        who(r.pid, r.comm.as_deref())
+    )
+}
+
+pub fn process_line(p: &ProcessEvent) -> String {
+    let what = match (p.event, &p.signal, &p.oom) {
+        ("oom_kill", _, Some(o)) => format!(
+            "OOM kill of {} [{}] (anon-rss {} MB)",
+            escape_name(&p.comm),
+            p.pid,
+            o.anon_rss_kb / 1024
+        ),
+        ("signal", Some(s), _) => format!(
+            "{} to {} [{}] from {} [{}] ({})",
+            s.name,
+            escape_name(&p.comm),
+            p.pid,
+            escape_name(&s.sender.comm),
+            s.sender.pid,
+            s.origin
+        ),
+        _ => format!("exit of {} [{}]", escape_name(&p.comm), p.pid),
+    };
+    format!("{}  {what}", clock_of(&p.time))
+}

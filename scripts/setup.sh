@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs everything redis-trace needs to build and test on a fresh Debian host
+# (the machine kind in ../shared/notes/platform.md). Idempotent: each step checks first.
+#
+#   - Debian packages: redis-server + redis-tools (test and demo server),
+#     nftables/iptables/iproute2 (middlebox tests), python3 (test clients)
+#   - the nightly toolchain's rust-src (the eBPF crate builds `core` itself)
+#   - bpf-linker, built against the very LLVM that the nightly rustc ships
+#
+# Set REDIS_TRACE_SETUP_QUIET=1 to silence the progress lines.
+set -euo pipefail
+
+say() { [[ ${REDIS_TRACE_SETUP_QUIET:-0} == 1 ]] || echo "setup: $*" >&2; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# --- Debian packages -------------------------------------------------------------
+need_pkgs=()
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
+command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if ((${#need_pkgs[@]})); then
+  say "installing Debian packages: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null || true
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # The package starts its own service on 6379; the project starts its own servers.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+    systemctl stop redis-server || true
+  fi
+fi
+
+# --- nightly toolchain with rust-src ------------------------------------------
+if ! rustup toolchain list | grep -q '^nightly'; then
+  say "installing the nightly Rust toolchain (for the eBPF crate)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  say "adding rust-src to the nightly toolchain"
+  rustup component add rust-src --toolchain nightly
+fi
+
+# --- bpf-linker built against the nightly's LLVM ------------------------------
+# bpf-linker links the eBPF object with LLVM; it must be the LLVM that produced the
+# bitcode, i.e. the one inside the nightly sysroot. We point LLVM_PREFIX at a small
+# directory of symlinks to that library. The directory must outlive the build: the
+# binary keeps an rpath to it.
+sysroot=$(rustc +nightly --print sysroot)
+llvm_lib=$(cd "$sysroot/lib" && ls libLLVM.so.* 2>/dev/null | head -n1 || true)
+if [[ -z $llvm_lib ]]; then
+  echo "setup: no libLLVM.so.* in $sysroot/lib; cannot build bpf-linker" >&2
+  exit 1
+fi
+llvm_major=$(sed -E 's/^libLLVM\.so\.([0-9]+).*/\1/' <<<"$llvm_lib")
+prefix="$HOME/.local/share/redis-trace/llvm-$llvm_lib"
+stamp="$prefix/bpf-linker.stamp"
+if ! command -v bpf-linker >/dev/null || [[ ! -f $stamp ]]; then
+  say "building bpf-linker against $llvm_lib (about 70 s)"
+  mkdir -p "$prefix/lib"
+  ln -sf "$sysroot/lib/$llvm_lib" "$prefix/lib/$llvm_lib"
+  ln -sf "$sysroot/lib/$llvm_lib" "$prefix/lib/libLLVM.so"
+  LLVM_PREFIX="$prefix" cargo install --locked bpf-linker --version '^0.13' \
+    --no-default-features --features "llvm-$llvm_major" --force
+  touch "$stamp"
+fi
+
+say "ready: $(redis-server --version | cut -d' ' -f1-3), bpf-linker $(bpf-linker --version 2>/dev/null | head -n1)"

@@ -1,0 +1,341 @@
+//! Support for the scenario tests: a throwaway redis-server on a free loopback port, the
+//! real `redis-trace` binary capturing it, and small real clients.
+//!
+//! Tests need root (they load eBPF programs) and panic with a message when something
+//! is missing: a scenario that cannot run is a failure, never a silent pass.
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The redis-trace binary under test: `REDIS_TRACE_BIN`, or the release build in this
+/// workspace (what `cargo xtask test` builds, with its eBPF programs).
+pub fn redis_trace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("REDIS_TRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/release/redis-trace");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the scenario tests with `cargo xtask test`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "scenario tests load eBPF programs and need root: run `sudo cargo xtask test`"
+    );
+}
+
+/// A port nobody listens on right now (bound then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A redis-server of our own, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        Self::start_with(&[], None)
+    }
+
+    /// Starts redis-server with extra arguments, optionally through a wrapper command
+    /// (e.g. one that moves it into a memory cgroup first).
+    pub fn start_with(extra: &[&str], wrapper: Option<&[&str]>) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("redis-trace-test-{port}"));
+        let _ = std::fs::create_dir_all(&dir);
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1 ::1".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--daemonize".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--logfile".into(),
+            dir.join("redis.log").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = match wrapper {
+            Some(w) => {
+                let mut c = Command::new(w[0]);
+                c.args(&w[1..]).arg("redis-server");
+                c
+            }
+            None => Command::new("redis-server"),
+        };
+        let child = cmd
+            .args(&args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting redis-server (installed by scripts/setup.sh)");
+        let mut redis = Redis { port, child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(reply) = redis.try_command("PING") {
+                if reply.starts_with("+PONG") {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                panic!("redis-server exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Sends one inline command on a fresh connection and returns the first reply line.
+    pub fn try_command(&self, cmd: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("{cmd}\r\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line)?;
+        Ok(line)
+    }
+
+    pub fn command(&self, cmd: &str) -> String {
+        self.try_command(cmd)
+            .unwrap_or_else(|e| panic!("redis command {cmd:?}: {e}"))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `redis-trace capture --json -`, its records collected by a thread.
+pub struct Capture {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    pub started: Value,
+}
+
+impl Capture {
+    /// Starts a capture of `ports` and waits for its `capture_started` line.
+    pub fn start(ports: &[u16]) -> Self {
+        let mut args: Vec<String> = vec!["capture".into(), "--json".into(), "-".into()];
+        for p in ports {
+            args.push("--port".into());
+            args.push(p.to_string());
+        }
+        Self::start_args(&args)
+    }
+
+    pub fn start_args(args: &[String]) -> Self {
+        require_root();
+        let mut child = Command::new(redis_trace_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting redis-trace");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30));
+        let Ok(first) = first else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!("redis-trace did not start within 30 s; stderr:\n{err}");
+        };
+        let started: Value = serde_json::from_str(&first).expect("first line is JSON");
+        assert_eq!(
+            started["type"], "capture_started",
+            "first JSON line must be capture_started: {first}"
+        );
+        Capture {
+            child,
+            lines: rx,
+            stderr: Some(stderr),
+            started,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` and returns every record written after `capture_started`, the last
+    /// one being `capture_ended`, plus stderr.
+    pub fn stop_with(mut self, sig: i32) -> (Vec<Value>, String) {
+        // Let the last events reach the ring buffer and pass the grace period.
+        std::thread::sleep(Duration::from_millis(400));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30));
+        let mut records = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            records.push(
+                serde_json::from_str::<Value>(&line)
+                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}")),
+            );
+        }
+        let err = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        assert!(
+            status,
+            "redis-trace did not exit within 30 s of the signal; stderr:\n{err}"
+        );
+        (records, err)
+    }
+
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with(libc::SIGINT).0
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a child to exit; false on timeout (the child is then killed).
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `connection_closed` records whose server end is on `port`.
+pub fn closed_on(records: &[Value], port: u16) -> Vec<Value> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "connection_closed")
+        .filter(|r| {
+            r["server"]
+                .as_str()
+                .and_then(|s| s.parse::<SocketAddr>().ok())
+                .is_some_and(|a| a.port() == port)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The one record for the connection whose client end is `client`.
+pub fn closed_for(records: &[Value], client: SocketAddr) -> Value {
+    let want = client.to_string();
+    let found: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "connection_closed" && r["client"] == want.as_str())
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one connection_closed for client {want}, got {}: {records:#?}",
+        found.len()
+    );
+    found[0].clone()
+}
+
+/// The path of the small client program that tests run as a separate process.
+pub fn client_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/rt-client
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps");
+    let bin = dir.join("rt-client");
+    assert!(
+        bin.exists(),
+        "{} missing: build the scenario-tests package",
+        bin.display()
+    );
+    bin
+}
+
+/// The thread id of the calling thread.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Sets SO_LINGER {on, 0}: close() then aborts with a RST.
+pub fn set_linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd as _;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own with a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+}

@@ -1,0 +1,162 @@
+//! `cargo xtask <task>`: the project's build, run, test and demo tasks, so that a
+//! newcomer needs one command for each.
+//!
+//!   cargo xtask setup   install what the build and tests need (scripts/setup.sh)
+//!   cargo xtask build   build the release binary with its eBPF programs embedded
+//!   cargo xtask run -- ARGS   build, then run redis-trace ARGS as root
+//!   cargo xtask test    set up, then unit tests, lints, and the scenario tests (root)
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "redis-trace's build, run and test tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what redis-trace needs on this host (Debian packages, nightly rust-src,
+    /// bpf-linker); idempotent.
+    Setup,
+    /// Build target/release/redis-trace with its eBPF programs.
+    Build,
+    /// Build, then run redis-trace with the given arguments (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every check CI runs: fmt, clippy, unit tests, scenario tests.
+    Test {
+        /// Only the scenario tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn status(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    status(
+        "setting up (scripts/setup.sh)",
+        Command::new("bash").arg(root().join("scripts/setup.sh")),
+    )
+}
+
+/// The release binary, built with its eBPF programs (a missing toolchain is an error
+/// here, not a stub).
+fn build() -> Result<PathBuf> {
+    status(
+        "building redis-trace (release, eBPF programs embedded)",
+        cargo()
+            .args(["build", "--release", "--package", "redis-trace"])
+            .env("REDIS_TRACE_REQUIRE_EBPF", "1"),
+    )?;
+    Ok(root().join("target/release/redis-trace"))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup(),
+        Task::Build => build().map(|_| ()),
+        Task::Run { args } => {
+            let bin = build()?;
+            let mut cmd = if is_root() {
+                Command::new(&bin)
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg(&bin);
+                c
+            };
+            let st = cmd.args(&args).status().context("running redis-trace")?;
+            if !st.success() {
+                bail!("redis-trace exited with {st}");
+            }
+            Ok(())
+        }
+        Task::Test { filter } => {
+            setup()?;
+            status(
+                "checking formatting",
+                cargo().args(["fmt", "--all", "--", "--check"]),
+            )?;
+            status(
+                "clippy",
+                cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )?;
+            status(
+                "unit tests (no root needed)",
+                cargo().args(["test", "--package", "redis-trace"]),
+            )?;
+            let bin = build()?;
+            if !is_root() {
+                bail!("the scenario tests load eBPF programs: run `sudo cargo xtask test`");
+            }
+            let mut cmd = cargo();
+            cmd.args(["test", "--release", "--package", "scenario-tests", "--"])
+                .arg("--test-threads=1");
+            if let Some(f) = filter {
+                cmd.arg(f);
+            }
+            status(
+                "scenario tests (real kernel, real redis-server, one at a time)",
+                cmd.env("REDIS_TRACE_BIN", &bin),
+            )
+        }
+    }
+}
