@@ -107,6 +107,9 @@ pub mod conn_flags {
     pub const CLIENT_SEEN: u32 = 1 << 1;
     pub const SERVER_CLOSED: u32 = 1 << 2;
     pub const CLIENT_CLOSED: u32 = 1 << 3;
+    /// A RST arrived on that end's socket; its state change to CLOSE follows.
+    pub const SERVER_RST_RECEIVED: u32 = 1 << 4;
+    pub const CLIENT_RST_RECEIVED: u32 = 1 << 5;
 }
 
 /// Record: a connection on a traced port ended (first FIN or RST, from either end).
@@ -135,7 +138,9 @@ pub struct ConnClosed {
     pub family: u16,
     pub old_state: u16,
     pub new_state: u16,
-    pub _pad: u16,
+    /// [`conn_flags::SERVER_SEEN`] / [`conn_flags::CLIENT_SEEN`]: which ends' sockets
+    /// this kernel has seen, so both set means both ends live on this host.
+    pub sockets_seen: u16,
 }
 
 /// Record: something happened to a socket on a traced port that does not by itself

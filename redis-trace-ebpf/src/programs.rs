@@ -37,10 +37,10 @@ static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 #[map]
 static PROC_NAMES: Array<[u8; 16]> = Array::with_max_entries(MAX_PROC_NAMES, 0);
 
-/// Process ids to watch as well (Redis servers found by their listening port, whatever
-/// their name).
+/// Processes to watch -> their name: Redis servers found by their listening port at
+/// start (whatever their name), and those whose main thread exits with a watched name.
 #[map]
-static WATCHED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+static WATCHED_PIDS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(4096, 0);
 
 /// Open connections on traced ports.
 #[map]
@@ -199,9 +199,10 @@ fn wakeup_flags(cfg: &Config) -> u64 {
 
 /// Claims the right to report this connection's end. The first socket event that ends
 /// a connection wins; the other end of a loopback connection then stays quiet. Returns
-/// the connection's start time (0 when unseen), or `None` when already reported.
+/// the connection's start time (0 when unseen) and which ends' sockets were seen, or
+/// `None` when already reported.
 #[inline(always)]
-fn claim(key: &ConnKey, side_: u32) -> Option<u64> {
+fn claim(key: &ConnKey, side_: u32) -> Option<(u64, u32)> {
     let mut state = CONNS.get_ptr_mut(key);
     if state.is_none() {
         // A connection opened before the capture started, or one whose entry made room.
@@ -214,7 +215,7 @@ fn claim(key: &ConnKey, side_: u32) -> Option<u64> {
         if CONNS.insert(key, &fresh, 0).is_err() {
             count(counter::CONN_MAP_FULL);
             // Report anyway: a duplicate is better than a loss.
-            return Some(0);
+            return Some((0, seen_bit(side_)));
         }
         state = CONNS.get_ptr_mut(key);
     }
@@ -230,7 +231,7 @@ fn claim(key: &ConnKey, side_: u32) -> Option<u64> {
             return None;
         }
         (*state).reported = 1;
-        Some((*state).start_ns)
+        Some(((*state).start_ns, (*state).flags))
     }
 }
 
@@ -239,7 +240,7 @@ fn emit_closed(
     cfg: &Config,
     key: &ConnKey,
     t: &Tuple,
-    start_ns: u64,
+    (start_ns, flags): (u64, u32),
     how_: u32,
     in_task: bool,
     old: u32,
@@ -276,7 +277,7 @@ fn emit_closed(
         family: t.family,
         old_state: old as u16,
         new_state: new as u16,
-        _pad: 0,
+        sockets_seen: (flags & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN)) as u16,
     });
     entry.submit(wakeup_flags(cfg));
 }
@@ -377,6 +378,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
                         _pad: 0,
                     };
                 } else {
+                    // A RST flag can only be left from a connect that never got through.
+                    (*s).flags &=
+                        !(conn_flags::SERVER_RST_RECEIVED | conn_flags::CLIENT_RST_RECEIVED);
                     (*s).flags |= seen_bit(t.side);
                     if (*s).start_ns == 0 {
                         (*s).start_ns = now;
@@ -403,18 +407,23 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         (_, tcp_state::FIN_WAIT1) => Some((how::SENT_FIN, true)),
         // The peer's FIN, processed in softirq.
         (_, tcp_state::CLOSE_WAIT) => Some((how::RECEIVED_FIN, false)),
+        // A RST arrived just before (tcp_receive_reset marked it): softirq, no task.
+        (tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT, tcp_state::CLOSE)
+            if rst_received(&key, t.side) =>
+        {
+            Some((how::RECEIVED_RST, false))
+        }
         // An abort by the owning task (tcp_close with unread data, SO_LINGER 0,
-        // tcp_disconnect, tcp_abort). A received RST was claimed by tcp_receive_reset
-        // before this; a retransmission timeout ends here too, in a timer, and is told
-        // apart by the error event that follows (see `how::ABORTED`).
+        // tcp_disconnect, tcp_abort). A retransmission timeout ends here too, in a
+        // timer, and is told apart by the error event that follows (see `how::ABORTED`).
         (tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT, tcp_state::CLOSE) => {
             Some((how::ABORTED, true))
         }
         _ => None,
     };
     if let Some((how_, in_task)) = how_ {
-        if let Some(start_ns) = claim(&key, t.side) {
-            emit_closed(&cfg, &key, &t, start_ns, how_, in_task, old, new);
+        if let Some(claimed) = claim(&key, t.side) {
+            emit_closed(&cfg, &key, &t, claimed, how_, in_task, old, new);
         }
     }
 
@@ -454,6 +463,20 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     0
 }
 
+fn rst_bit(side_: u32) -> u32 {
+    if side_ == side::SERVER {
+        conn_flags::SERVER_RST_RECEIVED
+    } else {
+        conn_flags::CLIENT_RST_RECEIVED
+    }
+}
+
+#[inline(always)]
+fn rst_received(key: &ConnKey, side_: u32) -> bool {
+    // SAFETY: plain map lookup.
+    unsafe { CONNS.get(key) }.is_some_and(|s| s.flags & rst_bit(side_) != 0)
+}
+
 fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
     let cfg = CONFIG.load();
     let l = if sent {
@@ -466,10 +489,23 @@ fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
     let key = key_of(ctx, &l.addr, &t)?;
     let state = field::<i32>(ctx, l.state).unwrap_or(0) as u32;
     if !sent {
-        // A received RST ends the connection (tcp_reset) unless it was already reported.
-        if claim(&key, t.side).is_some() {
-            emit_closed(&cfg, &key, &t, 0, how::RECEIVED_RST, false, state, state);
-            return Some(());
+        // A received RST ends the connection (tcp_reset -> tcp_done): mark it, and let the
+        // state change that follows claim it. This tracepoint has no state field, and a
+        // connect refused (SYN_SENT -> CLOSE) must not count as a connection.
+        match CONNS.get_ptr_mut(&key) {
+            // SAFETY: map value pointer, valid for this program's run.
+            Some(s) => unsafe { (*s).flags |= rst_bit(t.side) },
+            None => {
+                let fresh = ConnState {
+                    start_ns: 0,
+                    reported: 0,
+                    flags: rst_bit(t.side),
+                    _pad: 0,
+                };
+                if CONNS.insert(&key, &fresh, 0).is_err() {
+                    count(counter::CONN_MAP_FULL);
+                }
+            }
         }
         emit_sock_event(
             &cfg,
@@ -518,9 +554,9 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
     count(counter::HITS);
     let key = key_of(ctx, &l.addr, &t)?;
     let error: i32 = field(ctx, l.error)?;
-    if claim(&key, t.side).is_some() {
-        emit_closed(&cfg, &key, &t, 0, how::ERROR, false, 0, 0);
-    }
+    // Never claims: since 6.x tcp_done_with_error() closes the socket before reporting
+    // the error, and older kernels report it just before; either way the state change
+    // claims and this event tells userspace a timer, not a task, did it.
     emit_sock_event(
         &cfg,
         &key,
@@ -538,9 +574,11 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
 #[inline(always)]
 fn watched(comm: &[u8; 16], pid: u32) -> bool {
     // SAFETY: plain map lookup.
-    if unsafe { WATCHED_PIDS.get(&pid) }.is_some() {
-        return true;
-    }
+    unsafe { WATCHED_PIDS.get(&pid) }.is_some() || watched_name(comm)
+}
+
+#[inline(always)]
+fn watched_name(comm: &[u8; 16]) -> bool {
     let mut i = 0;
     while i < MAX_PROC_NAMES {
         if let Some(name) = PROC_NAMES.get(i) {
@@ -662,22 +700,27 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let l = &cfg.exit;
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    // Report the process, not each thread: the last thread out (group_dead), or the main
-    // thread on kernels without that field.
+    let main_thread = tgid == id as u32;
+    let comm: [u8; 16] = field(ctx, l.comm)?;
+    // The process is reported once, when its last thread exits (group_dead). That thread
+    // may be any of Redis's (bio_*, jemalloc_bg_thd): it is the main thread's exit that
+    // carries the process name, so remember a watched process's name then.
+    if main_thread && watched_name(&comm) {
+        let _ = WATCHED_PIDS.insert(&tgid, &comm, 0);
+    }
     let whole = match field::<u8>(ctx, l.group_dead) {
         Some(g) => g != 0,
-        None => tgid == id as u32,
+        None => main_thread,
     };
     if !whole {
         return None;
     }
-    let comm: [u8; 16] = field(ctx, l.comm)?;
-    if !watched(&comm, tgid) {
-        return None;
-    }
+    // SAFETY: plain map lookup; the value is copied out at once.
+    let name = unsafe { WATCHED_PIDS.get(&tgid) }.copied()?;
+    let _ = WATCHED_PIDS.remove(&tgid);
     let mut ev = new_proc_event(proc_event::EXIT);
     ev.pid = tgid;
-    ev.comm = comm;
+    ev.comm = if name[0] != 0 { name } else { comm };
     ev.sig = 1;
     emit_proc(&ev);
     Some(())

@@ -33,6 +33,10 @@ Examples:
 Needs root (or CAP_BPF and CAP_PERFMON). Mounts tracefs at /sys/kernel/tracing if it is
 not mounted.")]
     Capture(CaptureArgs),
+    /// Start a throwaway redis-server, capture it, and reproduce common incidents (idle
+    /// timeout, slow pub/sub subscriber, CLIENT KILL, client abort, OOM kill), each
+    /// explained as it happens. Cleans up after itself, also on Ctrl-C. Needs root.
+    Demo,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +57,20 @@ pub struct CaptureArgs {
     /// No human-readable timeline on stdout.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Where to read Redis's own view (INFO, CONFIG GET, CLIENT LIST; read-only), as
+    /// redis://[user@]host:port/. Default: each traced port on 127.0.0.1. The password
+    /// comes from REDISCLI_AUTH or --password-file, never from the command line.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Read the Redis password from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+
+    /// Use kernel evidence only: do not connect to Redis.
+    #[arg(long, conflicts_with_all = ["redis_url", "password_file"])]
+    pub no_redis: bool,
 }
 
 impl CaptureArgs {
@@ -68,6 +86,10 @@ impl CaptureArgs {
             duration: self.duration,
             json: self.json.as_deref().map(JsonTarget::parse),
             quiet: self.quiet,
+            redis: (!self.no_redis).then(|| capture::RedisAccess {
+                url: self.redis_url.clone(),
+                password_file: self.password_file.clone(),
+            }),
         })
     }
 }
@@ -97,7 +119,9 @@ mod tests {
             "-",
         ])
         .expect("parse");
-        let Command::Capture(args) = cli.command;
+        let Command::Capture(args) = cli.command else {
+            panic!("not capture");
+        };
         let opts = args.options().expect("valid");
         assert_eq!(opts.ports, vec![6379, 6380]);
         assert_eq!(opts.duration, Some(Duration::from_secs(30)));
@@ -107,7 +131,9 @@ mod tests {
     #[test]
     fn port_zero_is_refused() {
         let cli = Cli::try_parse_from(["redis-trace", "capture", "-p", "0"]).expect("parse");
-        let Command::Capture(args) = cli.command;
+        let Command::Capture(args) = cli.command else {
+            panic!("not capture");
+        };
         assert!(args.options().is_err());
     }
 }

@@ -5,7 +5,10 @@
 //! - [`output`]: the writers (JSON lines, the human timeline);
 //! - [`tracefs`], [`procinfo`]: what the kernel and /proc tell about this host.
 pub mod capture;
+pub mod cause;
 pub mod cli;
+pub mod demo;
+pub mod enrich;
 pub mod output;
 pub mod procinfo;
 pub mod record;

@@ -47,5 +47,9 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo => {
+            redis_trace::demo::run()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -130,9 +130,28 @@ pub fn closed_line(c: &ConnectionClosed) -> String {
     } else {
         ""
     };
+    let name = c
+        .redis_client
+        .as_ref()
+        .filter(|r| !r.name.is_empty())
+        .map(|r| format!(" [{}]", escape_name(&r.name)))
+        .unwrap_or_default();
+    let class = c
+        .client_class
+        .map(|k| format!(" ({k})"))
+        .unwrap_or_default();
+    // The key piece of evidence: the first one that is not the kernel's own sentence.
+    let key = c
+        .evidence
+        .iter()
+        .find(|e| !e.starts_with("kernel: the "))
+        .or(c.evidence.first())
+        .map(|e| format!("\n              {}", escape_name(e)))
+        .unwrap_or_default();
     format!(
-        "{}  {} -> {}  closed by {side} ({packet}){timeout}{}{took}",
+        "{}  {:<26} {}{name} -> {}  closed by {side} ({packet}){timeout}{}{took}{class}{key}",
         clock_of(&c.time),
+        c.cause.as_str(),
         c.client,
         c.server,
         who(c.pid, c.comm.as_deref()),

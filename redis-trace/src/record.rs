@@ -58,11 +58,40 @@ pub struct ResetNote {
     pub rst_reason: Option<String>,
 }
 
+/// The last CLIENT LIST entry seen for a connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RedisClientView {
+    pub id: u64,
+    pub name: String,
+    pub lib_name: Option<String>,
+    pub flags: String,
+    pub age: u64,
+    pub idle: u64,
+    pub omem: u64,
+    pub tot_mem: Option<u64>,
+    pub cmd: String,
+    pub user: Option<String>,
+    /// When that CLIENT LIST was taken.
+    pub seen_at: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionClosed {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub time: String,
+    /// Why it ended (see docs/json-lines.md for the list), `unknown` when the evidence
+    /// does not say.
+    pub cause: crate::cause::Cause,
+    /// redis, client, middlebox, kernel or unknown.
+    pub closed_by: &'static str,
+    /// Short sentences, each naming its source (kernel, Redis log, INFO, CLIENT LIST, config).
+    pub evidence: Vec<String>,
+    /// For output buffer limits: normal, pubsub or replica.
+    pub client_class: Option<&'static str>,
+    /// For CLIENT KILL or a kill signal: who did it, when known.
+    pub killer: Option<String>,
+    pub redis_client: Option<RedisClientView>,
     pub server: String,
     pub client: String,
     /// Whose end sent the first FIN or RST: "server" or "client"; null when neither sent
@@ -88,7 +117,12 @@ pub struct ConnectionClosed {
     pub client_process: Option<ProcessRef>,
     /// Whether the capture saw the connection being established.
     pub start_seen: bool,
+    /// Whether both ends' sockets are on this host (loopback or a local namespace).
+    pub both_ends_local: bool,
     pub resets: Vec<ResetNote>,
+    /// Kernel time of the close (CLOSE_MONOTONIC ns), for joining evidence; not written.
+    #[serde(skip)]
+    pub close_ns: u64,
 }
 
 /// RSTs on a traced port that are not part of a connection's end (sent to a port with no
@@ -157,6 +191,8 @@ pub struct Counts {
     pub connections_closed: u64,
     pub resets: u64,
     pub process_events: u64,
+    /// connection_closed records by cause.
+    pub by_cause: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +213,8 @@ pub struct CaptureEnded {
     pub untracked_connections: u64,
     /// Records that could not be decoded.
     pub bad_records: u64,
+    /// Ends of redis-trace's own connections to Redis, left out of the records.
+    pub own_connections: u64,
     pub probes_unavailable: Vec<String>,
 }
 

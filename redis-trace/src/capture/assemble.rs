@@ -9,10 +9,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use redis_trace_ebpf::{ConnClosed, ConnKey, NO_REASON, SockEvent, how, side, sock_event};
+use redis_trace_ebpf::{
+    ConnClosed, ConnKey, NO_REASON, SockEvent, conn_flags, how, side, sock_event,
+};
 
 use super::decode::{client, comm, server};
 use super::layout::ResetReasons;
+use crate::cause::Cause;
 use crate::record::{ConnectionClosed, ProcessRef, ResetNote, ResetSeen, errno_name};
 
 /// Maps kernel time (CLOCK_MONOTONIC, what `bpf_ktime_get_ns` returns) to wall time.
@@ -265,12 +268,20 @@ impl Assembler {
 
         let srv = server(&c.key);
         let cli = client(&c.key);
+        let both = conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN;
         let error = error_on(me)
             .or_else(|| socks.iter().find(|e| e.what == sock_event::ERROR))
             .map(|e| errno_name(e.error));
         ConnectionClosed {
             kind: "connection_closed",
             time: self.clock.rfc3339(c.close_ns),
+            // Filled in by the cause classifier.
+            cause: Cause::Unknown,
+            closed_by: "unknown",
+            evidence: Vec::new(),
+            client_class: None,
+            killer: None,
+            redis_client: None,
             server: srv.to_string(),
             client: cli.to_string(),
             closed_by_side: closed_by.map(side_name),
@@ -287,11 +298,13 @@ impl Assembler {
             server_process: self.owners.get(&(srv, cli)).cloned(),
             client_process: self.owners.get(&(cli, srv)).cloned(),
             start_seen: c.start_ns != 0,
+            both_ends_local: u32::from(c.sockets_seen) & both == both,
             resets: socks
                 .iter()
                 .filter(|e| is_rst(e))
                 .map(|e| self.note(e))
                 .collect(),
+            close_ns: c.close_ns,
         }
     }
 
@@ -389,7 +402,7 @@ mod tests {
             family: 2,
             old_state: 1,
             new_state: 7,
-            _pad: 0,
+            sockets_seen: 3,
         }
     }
 

@@ -98,7 +98,7 @@ mod tests {
             family: 2,
             old_state: 1,
             new_state: 4,
-            _pad: 0,
+            sockets_seen: 1,
         }
     }
 

@@ -173,12 +173,19 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
                 .set(i as u32, raw, 0)
                 .context("filling process names")?;
         }
-        let mut pids: HashMap<_, u32, u8> = HashMap::try_from(
+        let mut pids: HashMap<_, u32, [u8; 16]> = HashMap::try_from(
             ebpf.map_mut("WATCHED_PIDS")
                 .context("map WATCHED_PIDS missing")?,
         )?;
         for &pid in settings.watched_pids.iter().take(1024) {
-            pids.insert(pid, 1, 0).context("filling watched pids")?;
+            // The process's name, for its exit record (the last thread out may be any).
+            let mut raw = [0u8; 16];
+            if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                let c = c.trim_end().as_bytes();
+                let n = c.len().min(15);
+                raw[..n].copy_from_slice(&c[..n]);
+            }
+            pids.insert(pid, raw, 0).context("filling watched pids")?;
         }
     }
 

@@ -14,11 +14,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use self::assemble::{Assembled, Assembler, Clock, Owners, monotonic_ns};
 use self::decode::{Record, comm};
+use crate::enrich::evidence::{Enricher, RedisSource, RedisStatus};
+use crate::enrich::redis_client::Target;
 use crate::output::{JsonTarget, Writers, closed_line, process_line, reset_line};
 use crate::procinfo;
 use crate::record::{
-    CaptureEnded, CaptureStarted, Counts, OomInfo, ProcessEvent, ProcessRef, SCHEMA_VERSION,
-    SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
+    CaptureEnded, CaptureStarted, ConnectionClosed, Counts, OomInfo, ProcessEvent, ProcessRef,
+    SCHEMA_VERSION, SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
 };
 use redis_trace_ebpf::{ProcEvent, proc_event};
 
@@ -37,6 +39,16 @@ pub struct Options {
     pub duration: Option<Duration>,
     pub json: Option<JsonTarget>,
     pub quiet: bool,
+    /// Where to read Redis's own view; `None` turns Redis evidence off.
+    pub redis: Option<RedisAccess>,
+}
+
+/// How to reach the traced Redis servers (read-only).
+#[derive(Debug, Clone, Default)]
+pub struct RedisAccess {
+    /// redis://[user@]host:port/ ; default: each traced port on 127.0.0.1.
+    pub url: Option<String>,
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 /// The ports to trace and how they were chosen.
@@ -214,8 +226,9 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         started.elapsed().as_millis()
     );
 
-    let watched_set: HashSet<u32> = watched.into_iter().collect();
+    let watched_set: HashSet<u32> = watched.iter().copied().collect();
     let mut assembler = Assembler::new(GRACE, loaded.reasons.clone(), clock, owners);
+    let mut enricher = Enricher::new(redis_sources(&opts, &port_numbers)?, watched);
     let mut counts = Counts::default();
     let mut bad_records = 0u64;
     let mut out = Vec::new();
@@ -251,6 +264,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         drain(
             ring.get_mut(),
             &mut assembler,
+            &mut enricher,
             &watched_set,
             &clock,
             &mut writers,
@@ -258,7 +272,9 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
             &mut bad_records,
         )?;
         assembler.flush(monotonic_ns(), &mut out);
-        write_assembled(&mut out, &mut writers, &mut counts)?;
+        write_assembled(&mut out, &mut enricher, &mut writers, &mut counts)?;
+        write_status(enricher.poll_sources(), &mut writers)?;
+        write_closed(enricher.release(false), &mut writers, &mut counts)?;
         writers.flush()?;
     };
 
@@ -266,6 +282,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     drain(
         ring.get_mut(),
         &mut assembler,
+        &mut enricher,
         &watched_set,
         &clock,
         &mut writers,
@@ -273,7 +290,18 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         &mut bad_records,
     )?;
     assembler.flush(u64::MAX, &mut out);
-    write_assembled(&mut out, &mut writers, &mut counts)?;
+    write_assembled(&mut out, &mut enricher, &mut writers, &mut counts)?;
+    // Redis-side closes wait for the poll after them: give it its moment, bounded.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while enricher.held() > 0 && Instant::now() < until {
+        write_status(enricher.poll_sources(), &mut writers)?;
+        write_closed(enricher.release(false), &mut writers, &mut counts)?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write_status(enricher.poll_sources(), &mut writers)?;
+    write_closed(enricher.release(true), &mut writers, &mut counts)?;
+    let own_connections = enricher.own_skipped;
+    enricher.stop();
     let kc = load::counters(&loaded.ebpf).unwrap_or_default();
     loaded.ring = ring.into_inner();
     let end = CaptureEnded {
@@ -289,6 +317,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         lost_events: kc.ring_full,
         untracked_connections: kc.conn_map_full,
         bad_records: bad_records + kc.read_failed,
+        own_connections,
         probes_unavailable: loaded.unavailable.iter().map(|u| u.probe.clone()).collect(),
     };
     writers.json(&end)?;
@@ -298,9 +327,11 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     Ok(end)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     assembler: &mut Assembler,
+    enricher: &mut Enricher,
     watched: &HashSet<u32>,
     clock: &Clock,
     writers: &mut Writers,
@@ -313,6 +344,7 @@ fn drain(
             Ok(Record::Sock(s)) => assembler.push_sock(s),
             Ok(Record::Proc(p)) => {
                 let ev = process_event(&p, watched, clock);
+                enricher.process_event(&ev);
                 counts.process_events += 1;
                 writers.json(&ev)?;
                 writers.text(&process_line(&ev))?;
@@ -323,17 +355,19 @@ fn drain(
     Ok(())
 }
 
+/// Connection records go to the enricher, to be written once classified; resets are
+/// written at once.
 fn write_assembled(
     out: &mut Vec<Assembled>,
+    enricher: &mut Enricher,
     writers: &mut Writers,
     counts: &mut Counts,
 ) -> Result<()> {
     for a in out.drain(..) {
         match a {
             Assembled::Closed(c) => {
-                counts.connections_closed += 1;
-                writers.json(&*c)?;
-                writers.text(&closed_line(&c))?;
+                let ns = c.close_ns;
+                enricher.push(c, ns);
             }
             Assembled::Reset(r) => {
                 counts.resets += 1;
@@ -343,6 +377,72 @@ fn write_assembled(
         }
     }
     Ok(())
+}
+
+fn write_closed(
+    closed: Vec<ConnectionClosed>,
+    writers: &mut Writers,
+    counts: &mut Counts,
+) -> Result<()> {
+    for c in closed {
+        counts.connections_closed += 1;
+        *counts.by_cause.entry(c.cause.as_str()).or_default() += 1;
+        writers.json(&c)?;
+        writers.text(&closed_line(&c))?;
+    }
+    Ok(())
+}
+
+fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()> {
+    for st in statuses {
+        writers.json(&st)?;
+        let line = match st.status {
+            "connected" => format!(
+                "redis-trace: Redis on port {} {}: pid {}, version {}, up {} s; its log is {}",
+                st.port,
+                if st.restarted {
+                    "restarted"
+                } else {
+                    "connected"
+                },
+                st.pid.map_or("?".into(), |p| p.to_string()),
+                st.version.as_deref().unwrap_or("?"),
+                st.uptime_s.map_or("?".into(), |u| u.to_string()),
+                if st.log_readable {
+                    "read too"
+                } else {
+                    "not readable"
+                }
+            ),
+            _ => format!(
+                "redis-trace: Redis on port {} unavailable ({}): causes fall back to kernel evidence",
+                st.port,
+                st.error.as_deref().unwrap_or("?")
+            ),
+        };
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
+fn redis_sources(opts: &Options, ports: &[u16]) -> Result<Vec<RedisSource>> {
+    ports
+        .iter()
+        .map(|&port| {
+            let target = match &opts.redis {
+                None => None,
+                Some(access) => {
+                    // A --redis-url names one server: use it for the port it names.
+                    let url = access
+                        .url
+                        .as_deref()
+                        .filter(|u| ports.len() == 1 || u.contains(&format!(":{port}")));
+                    Some(Target::new(url, port, access.password_file.as_deref())?)
+                }
+            };
+            Ok(RedisSource { port, target })
+        })
+        .collect()
 }
 
 fn process_event(p: &ProcEvent, watched: &HashSet<u32>, clock: &Clock) -> ProcessEvent {

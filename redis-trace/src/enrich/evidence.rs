@@ -1,0 +1,550 @@
+//! Gathers the evidence the cause classifier needs, per traced Redis server: its
+//! configuration, the last CLIENT LIST entry of every client, counter increases between
+//! polls, its log, and the kernel's process events. Holds each Redis-side close until a
+//! poll taken after it has arrived, so that the counters and snapshots cover it.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::redis_client::{ClientEntry, Poller, PollerMsg, RedisConfig, Snapshot, Target};
+use super::redis_log::{LogEvent, LogTail};
+use crate::capture::assemble::monotonic_ns;
+use crate::cause::{self, Cause, CounterWindow, Evidence, ProcEvent, ProcFact, Verdict};
+use crate::record::{ConnectionClosed, ProcessEvent, RedisClientView};
+
+/// How often Redis is polled (INFO; CLIENT LIST within the poller's own bounds).
+const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Longest a Redis-side close waits for the poll after it.
+const MAX_HOLD: Duration = Duration::from_secs(3);
+/// How long the process events and log lines are kept for matching.
+const KEEP: Duration = Duration::from_secs(120);
+/// CLIENT LIST entries kept after their client disappeared.
+const MAX_CLIENTS: usize = 200_000;
+
+/// A change in what redis-trace can see of a Redis server, for the JSON stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisStatus {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub port: u16,
+    /// "connected" or "unavailable".
+    pub status: &'static str,
+    pub pid: Option<u32>,
+    pub version: Option<String>,
+    pub uptime_s: Option<u64>,
+    /// Set when the server's pid or run id changed since the last connection.
+    pub restarted: bool,
+    pub error: Option<String>,
+    pub logfile: Option<String>,
+    pub log_readable: bool,
+}
+
+struct Window {
+    to_mono: u64,
+    w: CounterWindow,
+    killer: Option<String>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    evicted: u64,
+    obl: Option<u64>,
+    qbl: Option<u64>,
+    kills: u64,
+}
+
+/// What we know of one Redis server.
+struct Server {
+    port: u16,
+    poller: Option<Poller>,
+    wanted: Arc<AtomicBool>,
+    config: Option<RedisConfig>,
+    connected: bool,
+    down_reason: Option<String>,
+    pid: Option<u32>,
+    run_id: Option<String>,
+    clients: HashMap<SocketAddr, (ClientEntry, SystemTime)>,
+    last_poll_mono: u64,
+    last_clients_mono: u64,
+    last_counters: Option<(u64, SystemTime, Counters)>,
+    windows: VecDeque<Window>,
+    log: Option<LogTail>,
+    log_why_not: String,
+    log_lines: Vec<LogEvent>,
+}
+
+/// Where the Redis evidence comes from.
+pub struct RedisSource {
+    pub port: u16,
+    pub target: Option<Target>,
+}
+
+pub struct Enricher {
+    servers: Vec<Server>,
+    redis_pids: Vec<u32>,
+    proc_events: Vec<ProcEvent>,
+    held: VecDeque<(u64, Box<ConnectionClosed>)>,
+    last_close_mono: u64,
+    started_mono: u64,
+    /// redis-trace's own connections to Redis (the pollers'): not the user's traffic.
+    own: HashSet<SocketAddr>,
+    /// Records of our own connections left out.
+    pub own_skipped: u64,
+}
+
+fn counters(info: &HashMap<String, String>) -> Counters {
+    let num = |k: &str| info.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+    let calls = info
+        .get("cmdstat_client|kill")
+        .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Counters {
+        evicted: num("evicted_clients").unwrap_or(0),
+        obl: num("client_output_buffer_limit_disconnections"),
+        qbl: num("client_query_buffer_limit_disconnections"),
+        kills: calls,
+    }
+}
+
+fn view(e: &ClientEntry, seen: SystemTime) -> RedisClientView {
+    RedisClientView {
+        id: e.id,
+        name: e.name.clone(),
+        lib_name: e.lib_name.clone(),
+        flags: e.flags.clone(),
+        age: e.age,
+        idle: e.idle,
+        omem: e.omem,
+        tot_mem: e.tot_mem,
+        cmd: e.cmd.clone(),
+        user: e.user.clone(),
+        seen_at: humantime::format_rfc3339_millis(seen).to_string(),
+    }
+}
+
+impl Server {
+    /// Opens the log named by CONFIG GET logfile, relative to the server's working
+    /// directory when not absolute.
+    fn open_log(&mut self) {
+        let Some(cfg) = &self.config else { return };
+        let name = cfg.logfile.clone().unwrap_or_default();
+        if name.is_empty() {
+            self.log_why_not = "Redis logs to stdout (logfile is empty)".into();
+            return;
+        }
+        let mut path = PathBuf::from(&name);
+        if path.is_relative() {
+            if let Some(pid) = self.pid {
+                path = PathBuf::from(format!("/proc/{pid}/cwd")).join(path);
+            }
+        }
+        match LogTail::open(&path) {
+            Ok(t) => {
+                self.log = Some(t);
+                self.log_why_not.clear();
+            }
+            Err(e) => self.log_why_not = format!("{e:#}"),
+        }
+    }
+
+    fn on_snapshot(&mut self, s: Snapshot) {
+        let age = s.taken_at.elapsed();
+        let mono = monotonic_ns().saturating_sub(age.as_nanos() as u64);
+        let wall = SystemTime::now() - age;
+        if let Some(clients) = s.clients {
+            self.last_clients_mono = mono;
+            for c in clients {
+                if let Some(a) = c.addr {
+                    self.clients.insert(a, (c, wall));
+                }
+            }
+            if self.clients.len() > MAX_CLIENTS {
+                // Forget the stalest entries first.
+                let mut by_age: Vec<(SystemTime, SocketAddr)> =
+                    self.clients.iter().map(|(a, (_, t))| (*t, *a)).collect();
+                by_age.sort();
+                for (_, a) in by_age.iter().take(self.clients.len() - MAX_CLIENTS) {
+                    self.clients.remove(a);
+                }
+            }
+        }
+        let now = counters(&s.info);
+        if let Some((prev_mono, prev_wall, prev)) = self.last_counters {
+            let d = |a: u64, b: u64| a.saturating_sub(b);
+            let killer = if now.kills > prev.kills {
+                let found: Vec<&ClientEntry> = self
+                    .clients
+                    .values()
+                    .filter(|(e, t)| *t == wall && e.cmd == "client|kill")
+                    .map(|(e, _)| e)
+                    .collect();
+                match found.as_slice() {
+                    [k] => Some(format!(
+                        "id={} addr={} name={}",
+                        k.id,
+                        k.addr.map(|a| a.to_string()).unwrap_or_default(),
+                        k.name
+                    )),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            let _ = prev_mono;
+            self.windows.push_back(Window {
+                to_mono: mono,
+                w: CounterWindow {
+                    from: Some(prev_wall),
+                    to: Some(wall),
+                    evicted_clients: d(now.evicted, prev.evicted),
+                    output_buffer_disconnections: now.obl.zip(prev.obl).map(|(a, b)| d(a, b)),
+                    query_buffer_disconnections: now.qbl.zip(prev.qbl).map(|(a, b)| d(a, b)),
+                    client_kill_calls: d(now.kills, prev.kills),
+                },
+                killer,
+            });
+            while self.windows.len() > 300 {
+                self.windows.pop_front();
+            }
+        }
+        self.last_counters = Some((mono, wall, now));
+        self.last_poll_mono = mono;
+    }
+
+    /// The counter window holding kernel time `mono`, if a poll after it has arrived.
+    fn window_index(&self, mono: u64) -> Option<usize> {
+        let mut from = None;
+        for (i, w) in self.windows.iter().enumerate() {
+            if mono <= w.to_mono && from.is_none_or(|f| mono > f) {
+                return Some(i);
+            }
+            from = Some(w.to_mono);
+        }
+        None
+    }
+}
+
+impl Enricher {
+    pub fn new(sources: Vec<RedisSource>, redis_pids: Vec<u32>) -> Self {
+        let servers = sources
+            .into_iter()
+            .map(|s| {
+                let wanted = Arc::new(AtomicBool::new(true));
+                let poller = s
+                    .target
+                    .map(|t| Poller::start(t, POLL_EVERY, Arc::clone(&wanted)));
+                Server {
+                    port: s.port,
+                    down_reason: if poller.is_none() {
+                        Some("Redis evidence turned off (--no-redis)".into())
+                    } else {
+                        Some("not connected yet".into())
+                    },
+                    poller,
+                    wanted,
+                    config: None,
+                    connected: false,
+                    pid: None,
+                    run_id: None,
+                    clients: HashMap::new(),
+                    last_poll_mono: 0,
+                    last_clients_mono: 0,
+                    last_counters: None,
+                    windows: VecDeque::new(),
+                    log: None,
+                    log_why_not: "Redis's configuration is not known".into(),
+                    log_lines: Vec::new(),
+                }
+            })
+            .collect();
+        Self {
+            servers,
+            redis_pids,
+            proc_events: Vec::new(),
+            held: VecDeque::new(),
+            last_close_mono: 0,
+            started_mono: monotonic_ns(),
+            own: HashSet::new(),
+            own_skipped: 0,
+        }
+    }
+
+    /// Takes what the pollers and logs have produced; returns status changes to report.
+    pub fn poll_sources(&mut self) -> Vec<RedisStatus> {
+        let mut out = Vec::new();
+        let now_mono = monotonic_ns();
+        // CLIENT LIST is only worth its cost while connections are ending, in the first
+        // half minute (an incident is often under way when the capture starts), or to
+        // keep last-known entries no older than 5 s. The poller bounds it further.
+        let recent = |t: u64| now_mono.saturating_sub(t) < 30_000_000_000;
+        let busy = recent(self.last_close_mono) || recent(self.started_mono);
+        let mut refresh_own = false;
+        for s in &mut self.servers {
+            let stale = now_mono.saturating_sub(s.last_clients_mono) > 5_000_000_000;
+            s.wanted.store(busy || stale, Ordering::Relaxed);
+            let mut msgs = Vec::new();
+            if let Some(p) = &s.poller {
+                while let Some(m) = p.try_recv() {
+                    msgs.push(m);
+                }
+            }
+            for m in msgs {
+                match m {
+                    PollerMsg::Connected { config, info } => {
+                        let pid = info.get("process_id").and_then(|v| v.parse().ok());
+                        let run_id = info.get("run_id").cloned();
+                        let restarted = (s.pid.is_some() && s.pid != pid)
+                            || (s.run_id.is_some() && s.run_id != run_id);
+                        s.pid = pid;
+                        s.run_id = run_id;
+                        s.connected = true;
+                        s.down_reason = None;
+                        refresh_own = true;
+                        s.config = Some(config);
+                        if let Some(p) = pid
+                            && !self.redis_pids.contains(&p)
+                        {
+                            self.redis_pids.push(p);
+                        }
+                        if s.log.is_none() || restarted {
+                            s.open_log();
+                        }
+                        out.push(RedisStatus {
+                            kind: "redis_status",
+                            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                            port: s.port,
+                            status: "connected",
+                            pid,
+                            version: info.get("redis_version").cloned(),
+                            uptime_s: info.get("uptime_in_seconds").and_then(|v| v.parse().ok()),
+                            restarted,
+                            error: None,
+                            logfile: s.config.as_ref().and_then(|c| c.logfile.clone()),
+                            log_readable: s.log.is_some(),
+                        });
+                    }
+                    PollerMsg::Snapshot(snap) => s.on_snapshot(snap),
+                    PollerMsg::Down { error } => {
+                        let was = s.connected;
+                        s.connected = false;
+                        s.down_reason = Some(error.clone());
+                        if was || s.last_poll_mono == 0 {
+                            out.push(RedisStatus {
+                                kind: "redis_status",
+                                time: humantime::format_rfc3339_micros(SystemTime::now())
+                                    .to_string(),
+                                port: s.port,
+                                status: "unavailable",
+                                pid: s.pid,
+                                version: None,
+                                uptime_s: None,
+                                restarted: false,
+                                error: Some(error),
+                                logfile: None,
+                                log_readable: s.log.is_some(),
+                            });
+                            // Report a down server once, until it is back.
+                            s.last_poll_mono = now_mono;
+                        }
+                    }
+                }
+            }
+            if let Some(t) = s.log.as_mut() {
+                s.log_lines.extend(t.poll());
+            }
+            let cutoff = SystemTime::now() - KEEP;
+            s.log_lines.retain(|l| l.time.is_none_or(|t| t >= cutoff));
+            if s.log_lines.len() > 10_000 {
+                let extra = s.log_lines.len() - 10_000;
+                s.log_lines.drain(..extra);
+            }
+        }
+        if refresh_own {
+            let ports: Vec<u16> = self.servers.iter().map(|s| s.port).collect();
+            let me = std::process::id();
+            if let Ok(conns) = crate::procinfo::connection_owners(&ports) {
+                self.own.extend(
+                    conns
+                        .into_iter()
+                        .filter(|c| c.process.pid == me && ports.contains(&c.remote.port()))
+                        .map(|c| c.local),
+                );
+            }
+        }
+        out
+    }
+
+    pub fn process_event(&mut self, p: &ProcessEvent) {
+        let time = humantime::parse_rfc3339(&p.time).unwrap_or_else(|_| SystemTime::now());
+        let fact = match (p.event, &p.signal) {
+            ("oom_kill", _) => ProcFact::OomKilled,
+            ("signal", Some(s)) => ProcFact::Signal {
+                sig: s.number,
+                name: s.name.clone(),
+                origin: s.origin.clone(),
+                sender_pid: s.sender.pid,
+                sender_comm: s.sender.comm.clone(),
+            },
+            _ => ProcFact::Exit,
+        };
+        self.proc_events.push(ProcEvent {
+            time,
+            pid: p.pid,
+            fact,
+        });
+        let cutoff = SystemTime::now() - KEEP;
+        self.proc_events.retain(|e| e.time >= cutoff);
+    }
+
+    /// Takes a connection's kernel record, to be classified when its evidence is in.
+    pub fn push(&mut self, c: Box<ConnectionClosed>, close_mono: u64) {
+        self.last_close_mono = self.last_close_mono.max(close_mono);
+        self.held.push_back((close_mono, c));
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn server_index(&self, c: &ConnectionClosed) -> Option<usize> {
+        let port = c.server.parse::<SocketAddr>().ok()?.port();
+        self.servers.iter().position(|s| s.port == port)
+    }
+
+    /// Classifies and returns every held record whose evidence is complete (all of them
+    /// when `all`, at the end of the capture).
+    pub fn release(&mut self, all: bool) -> Vec<ConnectionClosed> {
+        let now = monotonic_ns();
+        let mut ready = Vec::new();
+        while let Some((mono, c)) = self.held.front() {
+            let server_side = c.closed_by_side == Some("server");
+            let idx = self.server_index(c);
+            let waiting_for_poll = server_side
+                && idx.is_some_and(|i| {
+                    let s = &self.servers[i];
+                    s.connected && s.last_poll_mono < *mono
+                });
+            let too_long = now.saturating_sub(*mono) > MAX_HOLD.as_nanos() as u64;
+            // Give process events and log lines a moment even when Redis is down.
+            let settle = now.saturating_sub(*mono) > 300_000_000;
+            if !all && ((waiting_for_poll && !too_long) || (server_side && !settle)) {
+                break;
+            }
+            if let Some((mono, c)) = self.held.pop_front() {
+                ready.push((mono, c, idx));
+            }
+        }
+        let before = ready.len();
+        let own = &self.own;
+        ready.retain(|(_, c, _)| {
+            c.client
+                .parse::<SocketAddr>()
+                .map_or(true, |a| !own.contains(&a))
+        });
+        self.own_skipped += (before - ready.len()) as u64;
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let mut verdicts: Vec<Verdict> = ready
+            .iter()
+            .map(|(_, c, idx)| self.classify_one(c, *idx))
+            .collect();
+        // Counter windows: Redis closes nothing else explained, per server and window.
+        let mut groups: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+        for (i, (mono, c, idx)) in ready.iter().enumerate() {
+            if c.closed_by_side != Some("server") {
+                continue;
+            }
+            if let Some(si) = idx
+                && let Some(wi) = self.servers[*si].window_index(*mono)
+            {
+                groups.entry((*si, wi)).or_default().push(i);
+            }
+        }
+        let mut slots: Vec<Option<&mut Verdict>> = verdicts.iter_mut().map(Some).collect();
+        for ((si, wi), members) in groups {
+            let w = &self.servers[si].windows[wi];
+            let mut refs: Vec<&mut Verdict> =
+                members.iter().filter_map(|&i| slots[i].take()).collect();
+            cause::apply_counters(&w.w, &mut refs, w.killer.as_deref());
+        }
+        ready
+            .into_iter()
+            .zip(verdicts)
+            .map(|((_, mut c, idx), v)| {
+                if let Some(si) = idx
+                    && let Ok(a) = c.client.parse::<SocketAddr>()
+                    && let Some((e, t)) = self.servers[si].clients.get(&a)
+                {
+                    c.redis_client = Some(view(e, *t));
+                }
+                c.cause = v.cause;
+                c.closed_by = v.closed_by;
+                c.evidence = v.evidence;
+                c.client_class = v.client_class;
+                c.killer = v.killer;
+                *c
+            })
+            .collect()
+    }
+
+    fn classify_one(&self, c: &ConnectionClosed, idx: Option<usize>) -> Verdict {
+        let empty = Vec::new();
+        let (log, client, config, redis_view, log_view) = match idx.map(|i| &self.servers[i]) {
+            Some(s) => (
+                &s.log_lines,
+                c.client
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .and_then(|a| s.clients.get(&a))
+                    .map(|(e, t)| (e, *t)),
+                s.config.as_ref(),
+                match &s.down_reason {
+                    None => Ok(()),
+                    Some(r) => Err(r.as_str()),
+                },
+                if s.log.is_some() {
+                    Ok(())
+                } else {
+                    Err(s.log_why_not.as_str())
+                },
+            ),
+            None => (
+                &empty,
+                None,
+                None,
+                Err("not a traced server"),
+                Err("not a traced server"),
+            ),
+        };
+        let v = cause::classify(
+            c,
+            &Evidence {
+                redis_pids: &self.redis_pids,
+                proc_events: &self.proc_events,
+                log,
+                client,
+                config,
+                redis_view,
+                log_view,
+            },
+        );
+        debug_assert!(v.cause != Cause::Unknown || !v.evidence.is_empty());
+        v
+    }
+
+    pub fn stop(self) {
+        for s in self.servers {
+            if let Some(p) = s.poller {
+                p.stop();
+            }
+        }
+    }
+}
