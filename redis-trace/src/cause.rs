@@ -635,3 +635,372 @@ pub fn apply_counters(window: &CounterWindow, verdicts: &mut [&mut Verdict], kil
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The classifier on recorded event sequences: what the kernel, Redis and its log
+    //! said in real incidents, reduced to the facts each rule uses.
+    use super::*;
+    use crate::enrich::redis_log::parse_line;
+    use crate::record::ResetNote;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn at(secs: f64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(T0 as f64 + secs)
+    }
+
+    fn closed(
+        side: &str,
+        packet: Option<&'static str>,
+        event: &'static str,
+        t: f64,
+    ) -> ConnectionClosed {
+        ConnectionClosed {
+            kind: "connection_closed",
+            time: humantime::format_rfc3339_micros(at(t)).to_string(),
+            cause: Cause::Unknown,
+            closed_by: "unknown",
+            evidence: vec![],
+            client_class: None,
+            killer: None,
+            redis_client: None,
+            server: "127.0.0.1:6379".into(),
+            client: "127.0.0.1:50000".into(),
+            closed_by_side: Some(if side == "server" { "server" } else { "client" }),
+            packet,
+            pid: (side == "server").then_some(100),
+            tid: (side == "server").then_some(100),
+            comm: (side == "server").then(|| "redis-server".to_string()),
+            rst_reason: None,
+            duration_ms: Some(1000.0),
+            kernel_event: event,
+            observed_on: "server",
+            error: None,
+            server_process: None,
+            client_process: None,
+            start_seen: true,
+            both_ends_local: false,
+            resets: vec![],
+            close_ns: 0,
+        }
+    }
+
+    fn entry(idle: u64, flags: &str, omem: u64) -> ClientEntry {
+        ClientEntry {
+            id: 7,
+            addr: "127.0.0.1:50000".parse().ok(),
+            name: "worker".into(),
+            flags: flags.into(),
+            idle,
+            omem,
+            cmd: "get".into(),
+            ..ClientEntry::default()
+        }
+    }
+
+    fn config() -> RedisConfig {
+        RedisConfig {
+            timeout: Some(10),
+            cobl_normal: Some(BufferLimit::default()),
+            cobl_pubsub: Some(BufferLimit {
+                hard: 32 << 20,
+                soft: 8 << 20,
+                soft_seconds: 60,
+            }),
+            query_buffer_limit: Some(1 << 30),
+            ..RedisConfig::default()
+        }
+    }
+
+    fn evidence<'a>(
+        client: Option<(&'a ClientEntry, SystemTime)>,
+        config: Option<&'a RedisConfig>,
+        procs: &'a [ProcEvent],
+        log: &'a [LogEvent],
+    ) -> Evidence<'a> {
+        Evidence {
+            redis_pids: &[100],
+            proc_events: procs,
+            log,
+            client,
+            config,
+            redis_view: Ok(()),
+            log_view: Ok(()),
+        }
+    }
+
+    #[test]
+    fn idle_client_closed_when_its_timeout_falls_due() {
+        let c = closed("server", Some("FIN"), "sent_fin", 20.3);
+        let e = entry(3, "N", 0);
+        let cfg = config();
+        // Snapshot at 13 s said idle 3 s: last activity at 10 s, timeout due at 20 s.
+        let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+        assert_eq!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
+        assert_eq!(v.closed_by, "redis");
+        assert!(v.evidence.iter().any(|s| s.starts_with("CLIENT LIST")));
+        assert!(v.evidence.iter().any(|s| s.contains("timeout is 10s")));
+    }
+
+    #[test]
+    fn a_close_long_before_the_timeout_is_not_called_a_timeout() {
+        let c = closed("server", Some("FIN"), "sent_fin", 15.0);
+        let e = entry(3, "N", 0);
+        let cfg = config();
+        let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+        assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+        assert!(
+            v.evidence
+                .iter()
+                .any(|s| s.contains("not the idle timeout"))
+        );
+    }
+
+    #[test]
+    fn pubsub_clients_are_exempt_from_the_idle_timeout() {
+        let c = closed("server", Some("FIN"), "sent_fin", 20.3);
+        let e = entry(3, "P", 0);
+        let cfg = config();
+        let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+        assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+    }
+
+    #[test]
+    fn output_buffer_log_line_names_the_class() {
+        let c = closed("server", Some("FIN"), "sent_fin", 0.0);
+        let line = "100:M 25 Nov 2026 17:02:05.076 # Client id=6 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name=sub age=0 idle=0 flags=P db=0 sub=1 psub=0 omem=319608 cmd=subscribe user=default redir=-1 resp=2 scheduled to be closed ASAP for overcoming of output buffer limits.";
+        let mut ev = parse_line(line).expect("a log event");
+        ev.time = Some(at(-0.01));
+        let cfg = config();
+        let log = [ev];
+        let v = classify(&c, &evidence(None, Some(&cfg), &[], &log));
+        assert_eq!(v.cause, Cause::RedisOutputBufferLimit, "{v:#?}");
+        assert_eq!(v.client_class, Some("pubsub"));
+        assert!(v.evidence.iter().any(|s| s.starts_with("Redis log:")));
+        assert!(
+            v.evidence
+                .iter()
+                .any(|s| s.contains("pubsub 33554432 8388608 60"))
+        );
+    }
+
+    #[test]
+    fn a_log_line_for_another_client_or_time_does_not_count() {
+        let c = closed("server", Some("FIN"), "sent_fin", 60.0);
+        let line = "100:M 25 Nov 2026 17:02:05.076 # Client id=6 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name= age=0 idle=0 flags=P db=0 sub=1 psub=0 omem=319608 cmd=subscribe user=default scheduled to be closed ASAP for overcoming of output buffer limits.";
+        let mut ev = parse_line(line).expect("a log event");
+        ev.time = Some(at(0.0)); // a minute before the close
+        let log = [ev];
+        let v = classify(&c, &evidence(None, None, &[], &log));
+        assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+    }
+
+    #[test]
+    fn omem_over_the_hard_limit_is_an_output_buffer_close() {
+        let c = closed("server", Some("FIN"), "sent_fin", 5.0);
+        let e = entry(0, "P", 40 << 20);
+        let cfg = config();
+        let v = classify(&c, &evidence(Some((&e, at(4.5))), Some(&cfg), &[], &[]));
+        assert_eq!(v.cause, Cause::RedisOutputBufferLimit, "{v:#?}");
+        assert_eq!(v.client_class, Some("pubsub"));
+    }
+
+    fn exit(t: f64) -> ProcEvent {
+        ProcEvent {
+            time: at(t),
+            pid: 100,
+            fact: ProcFact::Exit,
+        }
+    }
+
+    fn signal(t: f64, sig: i32, name: &str, origin: &str, sender: u32, comm: &str) -> ProcEvent {
+        ProcEvent {
+            time: at(t),
+            pid: 100,
+            fact: ProcFact::Signal {
+                sig,
+                name: name.into(),
+                origin: origin.into(),
+                sender_pid: sender,
+                sender_comm: comm.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn oom_kill_then_exit_explains_the_server_side_resets() {
+        let mut c = closed("server", Some("RST"), "aborted", 1.01);
+        c.rst_reason = Some("TCP_ABORT_ON_CLOSE".into());
+        let procs = [
+            signal(1.0, 9, "SIGKILL", "kernel", 100, "redis-server"),
+            ProcEvent {
+                time: at(1.0),
+                pid: 100,
+                fact: ProcFact::OomKilled,
+            },
+            exit(1.005),
+        ];
+        let v = classify(&c, &evidence(None, None, &procs, &[]));
+        assert_eq!(v.cause, Cause::RedisOomKilled, "{v:#?}");
+    }
+
+    #[test]
+    fn sigkill_from_another_process_names_it() {
+        let c = closed("server", Some("FIN"), "sent_fin", 1.01);
+        let procs = [signal(1.0, 9, "SIGKILL", "user", 4242, "kill"), exit(1.005)];
+        let v = classify(&c, &evidence(None, None, &procs, &[]));
+        assert_eq!(v.cause, Cause::RedisKilled, "{v:#?}");
+        assert_eq!(v.killer.as_deref(), Some("kill (pid 4242)"));
+    }
+
+    #[test]
+    fn segfault_is_a_crash_and_sigterm_a_shutdown() {
+        let c = closed("server", Some("FIN"), "sent_fin", 1.01);
+        let procs = [
+            signal(1.0, 11, "SIGSEGV", "fault (code 1)", 100, "redis-server"),
+            exit(1.005),
+        ];
+        assert_eq!(
+            classify(&c, &evidence(None, None, &procs, &[])).cause,
+            Cause::RedisCrashed
+        );
+        let procs = [
+            signal(1.0, 15, "SIGTERM", "user", 77, "systemd"),
+            exit(1.005),
+        ];
+        assert_eq!(
+            classify(&c, &evidence(None, None, &procs, &[])).cause,
+            Cause::RedisShutdown
+        );
+    }
+
+    #[test]
+    fn a_close_by_another_process_is_not_blamed_on_redis_dying() {
+        let mut c = closed("server", Some("FIN"), "sent_fin", 1.01);
+        c.pid = Some(555); // not the Redis pid
+        let procs = [exit(1.0)];
+        let v = classify(&c, &evidence(None, None, &procs, &[]));
+        assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+    }
+
+    #[test]
+    fn client_side_endings() {
+        let c = closed("client", Some("FIN"), "sent_fin", 1.0);
+        assert_eq!(
+            classify(&c, &evidence(None, None, &[], &[])).cause,
+            Cause::ClientClose
+        );
+        let c = closed("client", Some("RST"), "aborted", 1.0);
+        assert_eq!(
+            classify(&c, &evidence(None, None, &[], &[])).cause,
+            Cause::ClientReset
+        );
+        let c = closed("client", None, "timeout", 1.0);
+        let v = classify(&c, &evidence(None, None, &[], &[]));
+        assert_eq!((v.cause, v.closed_by), (Cause::KernelReset, "kernel"));
+    }
+
+    #[test]
+    fn received_rst_local_ends_not_sent_by_either_is_a_middlebox() {
+        let mut c = closed("client", Some("RST"), "received_rst", 1.0);
+        c.observed_on = "server";
+        c.both_ends_local = true;
+        let v = classify(&c, &evidence(None, None, &[], &[]));
+        assert_eq!((v.cause, v.closed_by), (Cause::MiddleboxReset, "middlebox"));
+        // The same RST, when the client's stack is seen sending it: the client reset.
+        c.resets = vec![ResetNote {
+            time: c.time.clone(),
+            direction: "sent",
+            side: "client",
+            rst_reason: Some("TCP_ABORT_ON_DATA".into()),
+        }];
+        assert_eq!(
+            classify(&c, &evidence(None, None, &[], &[])).cause,
+            Cause::ClientReset
+        );
+        // A remote client: nothing tells the endpoint from the path.
+        c.resets.clear();
+        c.both_ends_local = false;
+        assert_eq!(
+            classify(&c, &evidence(None, None, &[], &[])).cause,
+            Cause::PeerReset
+        );
+    }
+
+    #[test]
+    fn no_redis_view_says_so_and_stays_unknown() {
+        let c = closed("server", Some("FIN"), "sent_fin", 1.0);
+        let mut ev = evidence(None, None, &[], &[]);
+        ev.redis_view = Err("Redis requires a password");
+        let v = classify(&c, &ev);
+        assert_eq!(v.cause, Cause::RedisCloseUnknown);
+        assert!(
+            v.evidence.iter().any(|s| s.contains("requires a password")),
+            "{v:#?}"
+        );
+    }
+
+    fn unknown_verdict() -> Verdict {
+        Verdict::new(Cause::RedisCloseUnknown, vec!["kernel: ...".into()])
+    }
+
+    #[test]
+    fn one_counter_rise_matching_the_unexplained_closes_attributes_them() {
+        let w = CounterWindow {
+            from: Some(at(0.0)),
+            to: Some(at(1.0)),
+            client_kill_calls: 1,
+            ..CounterWindow::default()
+        };
+        let mut a = unknown_verdict();
+        let mut b = Verdict::new(Cause::RedisIdleTimeout, vec![]);
+        apply_counters(
+            &w,
+            &mut [&mut a, &mut b],
+            Some("id=9 addr=127.0.0.1:1 name=ops"),
+        );
+        assert_eq!(a.cause, Cause::RedisClientKill);
+        assert_eq!(a.killer.as_deref(), Some("id=9 addr=127.0.0.1:1 name=ops"));
+        assert_eq!(
+            b.cause,
+            Cause::RedisIdleTimeout,
+            "explained closes are left alone"
+        );
+    }
+
+    #[test]
+    fn counters_that_do_not_match_attribute_nothing() {
+        let w = CounterWindow {
+            evicted_clients: 1,
+            ..CounterWindow::default()
+        };
+        let (mut a, mut b) = (unknown_verdict(), unknown_verdict());
+        apply_counters(&w, &mut [&mut a, &mut b], None);
+        assert_eq!(
+            (a.cause, b.cause),
+            (Cause::RedisCloseUnknown, Cause::RedisCloseUnknown)
+        );
+        assert!(a.evidence.iter().any(|s| s.contains("not attributed")));
+        let w = CounterWindow {
+            evicted_clients: 1,
+            client_kill_calls: 1,
+            ..CounterWindow::default()
+        };
+        let (mut a, mut b) = (unknown_verdict(), unknown_verdict());
+        apply_counters(&w, &mut [&mut a, &mut b], None);
+        assert_eq!(
+            (a.cause, b.cause),
+            (Cause::RedisCloseUnknown, Cause::RedisCloseUnknown)
+        );
+    }
+
+    #[test]
+    fn every_cause_has_its_name_and_side() {
+        for c in Cause::ALL {
+            let json = serde_json::to_string(&c).expect("json");
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert!(["redis", "client", "middlebox", "kernel", "unknown"].contains(&c.closed_by()));
+        }
+    }
+}
