@@ -29,6 +29,18 @@ use redis_trace_ebpf::{
 #[unsafe(no_mangle)]
 static CONFIG: Global<Config> = Global::new(Config::EMPTY);
 
+/// Reads one field of `CONFIG`, not the whole 168-byte struct (`Global::load` copies it
+/// all, on every event). Volatile, so that the placeholder value is not folded in.
+macro_rules! config {
+    ($field:ident) => {
+        // SAFETY: `Global<T>` is repr(transparent) over an initialised `T`, and CONFIG
+        // is a static that lives as long as the program.
+        unsafe {
+            core::ptr::read_volatile(&raw const (*(&raw const CONFIG).cast::<Config>()).$field)
+        }
+    };
+}
+
 /// Traced ports (host order) -> 1.
 #[map]
 static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
@@ -189,8 +201,8 @@ fn seen_bit(side_: u32) -> u32 {
 
 /// Ring-buffer flags: no wakeup unless enough data waits (userspace polls on a timer).
 #[inline(always)]
-fn wakeup_flags(cfg: &Config) -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes {
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= config!(wakeup_bytes) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -237,7 +249,6 @@ fn claim(key: &ConnKey, side_: u32) -> Option<(u64, u32)> {
 
 #[inline(always)]
 fn emit_closed(
-    cfg: &Config,
     key: &ConnKey,
     t: &Tuple,
     (start_ns, flags): (u64, u32),
@@ -279,13 +290,12 @@ fn emit_closed(
         new_state: new as u16,
         sockets_seen: (flags & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN)) as u16,
     });
-    entry.submit(wakeup_flags(cfg));
+    entry.submit(wakeup_flags());
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn emit_sock_event(
-    cfg: &Config,
     key: &ConnKey,
     t: &Tuple,
     what: u32,
@@ -320,7 +330,7 @@ fn emit_sock_event(
         state: state as u16,
         _pad: 0,
     });
-    entry.submit(wakeup_flags(cfg));
+    entry.submit(wakeup_flags());
 }
 
 #[tracepoint]
@@ -330,8 +340,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
-    let cfg = CONFIG.load();
-    let l = &cfg.set_state;
+    let l = &config!(set_state);
     let protocol: u16 = if l.protocol_size == 1 {
         field::<u8>(ctx, l.protocol)? as u16
     } else {
@@ -423,7 +432,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
     };
     if let Some((how_, in_task)) = how_ {
         if let Some(claimed) = claim(&key, t.side) {
-            emit_closed(&cfg, &key, &t, claimed, how_, in_task, old, new);
+            emit_closed(&key, &t, claimed, how_, in_task, old, new);
         }
     }
 
@@ -478,11 +487,10 @@ fn rst_received(key: &ConnKey, side_: u32) -> bool {
 }
 
 fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
-    let cfg = CONFIG.load();
-    let l = if sent {
-        &cfg.send_reset
+    let l = &if sent {
+        config!(send_reset)
     } else {
-        &cfg.receive_reset
+        config!(receive_reset)
     };
     let t = ports(ctx, &l.addr)?;
     count(counter::HITS);
@@ -508,7 +516,6 @@ fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
             }
         }
         emit_sock_event(
-            &cfg,
             &key,
             &t,
             sock_event::RST_RECEIVED,
@@ -524,17 +531,8 @@ fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
     // that caused it depends on the reason: TCP_ABORT_ON_CLOSE and friends are sent from
     // close(); replies to packets and timers run in softirq.
     let reason = field::<u32>(ctx, l.reason).unwrap_or(NO_REASON);
-    let in_task = reason < 64 && cfg.task_reasons & (1u64 << reason) != 0;
-    emit_sock_event(
-        &cfg,
-        &key,
-        &t,
-        sock_event::RST_SENT,
-        reason,
-        0,
-        in_task,
-        state,
-    );
+    let in_task = reason < 64 && config!(task_reasons) & (1u64 << reason) != 0;
+    emit_sock_event(&key, &t, sock_event::RST_SENT, reason, 0, in_task, state);
     Some(())
 }
 
@@ -545,8 +543,7 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
 }
 
 fn try_error_report(ctx: &TracePointContext) -> Option<()> {
-    let cfg = CONFIG.load();
-    let l = &cfg.error_report;
+    let l = &config!(error_report);
     if field::<u16>(ctx, l.protocol)? != IPPROTO_TCP {
         return None;
     }
@@ -557,16 +554,7 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
     // Never claims: since 6.x tcp_done_with_error() closes the socket before reporting
     // the error, and older kernels report it just before; either way the state change
     // claims and this event tells userspace a timer, not a task, did it.
-    emit_sock_event(
-        &cfg,
-        &key,
-        &t,
-        sock_event::ERROR,
-        NO_REASON,
-        error,
-        false,
-        0,
-    );
+    emit_sock_event(&key, &t, sock_event::ERROR, NO_REASON, error, false, 0);
     Some(())
 }
 
@@ -636,8 +624,7 @@ pub fn mark_victim(ctx: TracePointContext) -> u32 {
 
 /// Every OOM victim is reported (rare, and a killed client explains resets too).
 fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
-    let cfg = CONFIG.load();
-    let l = &cfg.oom;
+    let l = &config!(oom);
     let mut ev = new_proc_event(proc_event::OOM_VICTIM);
     ev.pid = field::<i32>(ctx, l.pid)? as u32;
     if let Some(loc) = field::<u32>(ctx, l.comm_loc) {
@@ -668,10 +655,9 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
 }
 
 fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
-    let cfg = CONFIG.load();
-    let l = &cfg.signal;
+    let l = &config!(signal);
     let sig: i32 = field(ctx, l.sig)?;
-    if !(0..64).contains(&sig) || cfg.signal_mask & (1u64 << sig) == 0 {
+    if !(0..64).contains(&sig) || config!(signal_mask) & (1u64 << sig) == 0 {
         return None;
     }
     let pid = field::<i32>(ctx, l.pid)? as u32;
@@ -696,8 +682,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
-    let cfg = CONFIG.load();
-    let l = &cfg.exit;
+    let l = &config!(exit);
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     let main_thread = tgid == id as u32;

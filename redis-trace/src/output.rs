@@ -3,7 +3,7 @@
 //! Both are buffered and flushed by the capture loop once per drain, not per record:
 //! at thousands of connections a second, a write per record is what costs.
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal as _, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +55,10 @@ pub fn create_private(path: &Path) -> Result<File> {
 pub struct Writers {
     json: Option<BufWriter<Box<dyn Write + Send>>>,
     text: Option<BufWriter<Box<dyn Write + Send>>>,
+    /// Color the timeline: stdout is a terminal and NO_COLOR is unset.
+    pub color: bool,
+    /// A status line is drawn on stderr (a terminal) and must be cleared before output.
+    status_shown: bool,
 }
 
 impl Writers {
@@ -68,10 +72,37 @@ impl Writers {
         };
         let text = (!quiet && json != Some(&JsonTarget::Stdout))
             .then(|| BufWriter::new(Box::new(io::stdout()) as Box<dyn Write + Send>));
+        let color = text.is_some()
+            && io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Ok(Self {
             json: json_writer.map(|w| BufWriter::with_capacity(64 * 1024, w)),
             text,
+            color,
+            status_shown: false,
         })
+    }
+
+    /// Whether a live status line may be drawn on stderr.
+    pub fn status_allowed(&self) -> bool {
+        self.text.is_some() && io::stderr().is_terminal()
+    }
+
+    /// Draws (or redraws) the one-line status on stderr.
+    pub fn status(&mut self, line: &str) {
+        let mut e = io::stderr().lock();
+        let _ = write!(e, "\r\x1b[2K{line}");
+        let _ = e.flush();
+        self.status_shown = true;
+    }
+
+    fn clear_status(&mut self) {
+        if self.status_shown {
+            let mut e = io::stderr().lock();
+            let _ = write!(e, "\r\x1b[2K");
+            let _ = e.flush();
+            self.status_shown = false;
+        }
     }
 
     pub fn json<T: Serialize>(&mut self, record: &T) -> io::Result<()> {
@@ -83,6 +114,9 @@ impl Writers {
     }
 
     pub fn text(&mut self, line: &str) -> io::Result<()> {
+        if self.text.is_some() {
+            self.clear_status();
+        }
         if let Some(w) = self.text.as_mut() {
             w.write_all(line.as_bytes())?;
             w.write_all(b"\n")?;
@@ -114,7 +148,24 @@ fn who(pid: Option<u32>, comm: Option<&str>) -> String {
     }
 }
 
+/// ANSI color of a cause on the timeline: Redis's doing red, the client's green, the
+/// path's magenta, the kernel's cyan, unknown dim.
+fn cause_color(cause: &str) -> &'static str {
+    match cause {
+        "redis_close_unknown" => "\x1b[33m",
+        c if c.starts_with("redis_") => "\x1b[31m",
+        c if c.starts_with("client_") => "\x1b[32m",
+        "middlebox_reset" | "peer_reset" => "\x1b[35m",
+        "kernel_reset" => "\x1b[36m",
+        _ => "\x1b[2m",
+    }
+}
+
 pub fn closed_line(c: &ConnectionClosed) -> String {
+    closed_line_colored(c, false)
+}
+
+pub fn closed_line_colored(c: &ConnectionClosed, color: bool) -> String {
     let packet = match (c.packet, c.rst_reason.as_deref()) {
         (Some(p), Some(r)) => format!("{p} {r}"),
         (Some(p), None) => p.to_string(),
@@ -148,10 +199,18 @@ pub fn closed_line(c: &ConnectionClosed) -> String {
         .or(c.evidence.first())
         .map(|e| format!("\n              {}", escape_name(e)))
         .unwrap_or_default();
+    let cause = if color {
+        format!(
+            "{}{:<26}\x1b[0m",
+            cause_color(c.cause.as_str()),
+            c.cause.as_str()
+        )
+    } else {
+        format!("{:<26}", c.cause.as_str())
+    };
     format!(
-        "{}  {:<26} {}{name} -> {}  closed by {side} ({packet}){timeout}{}{took}{class}{key}",
+        "{}  {cause} {}{name} -> {}  closed by {side} ({packet}){timeout}{}{took}{class}{key}",
         clock_of(&c.time),
-        c.cause.as_str(),
         c.client,
         c.server,
         who(c.pid, c.comm.as_deref()),

@@ -11,6 +11,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
@@ -32,6 +34,16 @@ enum Task {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Measure what redis-trace costs Redis, how fast it starts, and that it loses
+    /// nothing, beside bpftrace, tcplife and tcpstates (installs them). Root.
+    Bench {
+        /// Rounds of each configuration (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Fewer requests per run (a quick look, noisier).
+        #[arg(long)]
+        quick: bool,
     },
     /// Set up, then run every check CI runs: fmt, clippy, unit tests, scenario tests.
     Test {
@@ -120,6 +132,38 @@ fn run() -> Result<()> {
             if !st.success() {
                 bail!("redis-trace exited with {st}");
             }
+            Ok(())
+        }
+        Task::Bench { rounds, quick } => {
+            setup()?;
+            status(
+                "installing the tracers to compare with (bpftrace, libbpf-tools, bpftool)",
+                Command::new("sh").args([
+                    "-c",
+                    "command -v bpftrace >/dev/null && command -v tcplife >/dev/null && command -v bpftool >/dev/null || \
+                     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace libbpf-tools bpftool >/dev/null",
+                ]),
+            )?;
+            let bin = build()?;
+            if !is_root() {
+                bail!("the benchmark loads eBPF programs: run `sudo cargo xtask bench`");
+            }
+            let settings = if quick {
+                bench::Settings {
+                    rounds: rounds.max(1),
+                    persistent_n: 50_000,
+                    churn_n: 10_000,
+                }
+            } else {
+                bench::Settings {
+                    rounds: rounds.max(1),
+                    persistent_n: 300_000,
+                    churn_n: 50_000,
+                }
+            };
+            let table = bench::run(&bin, settings, &root())?;
+            println!("{table}");
+            eprintln!("xtask: written to target/bench/results.md");
             Ok(())
         }
         Task::Test { filter } => {

@@ -21,7 +21,6 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 pub struct Settings<'a> {
     pub ports: &'a [u16],
     pub proc_names: &'a [String],
-    pub watched_pids: &'a [u32],
 }
 
 /// The attached programs and the maps userspace reads. Dropping it detaches everything.
@@ -141,7 +140,8 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
         bail!("at most {MAX_PORTS} ports can be traced at once");
     }
 
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf = loader_without_kernel_btf()
+        .btf(None)
         .override_global("CONFIG", &cfg, true)
         .load(OBJECT)
         .context(
@@ -172,20 +172,6 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
             names
                 .set(i as u32, raw, 0)
                 .context("filling process names")?;
-        }
-        let mut pids: HashMap<_, u32, [u8; 16]> = HashMap::try_from(
-            ebpf.map_mut("WATCHED_PIDS")
-                .context("map WATCHED_PIDS missing")?,
-        )?;
-        for &pid in settings.watched_pids.iter().take(1024) {
-            // The process's name, for its exit record (the last thread out may be any).
-            let mut raw = [0u8; 16];
-            if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-                let c = c.trim_end().as_bytes();
-                let n = c.len().min(15);
-                raw[..n].copy_from_slice(&c[..n]);
-            }
-            pids.insert(pid, raw, 0).context("filling watched pids")?;
         }
     }
 
@@ -218,6 +204,50 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
     })
 }
 
+/// An `EbpfLoader` that has not parsed the kernel's BTF.
+///
+/// Workaround: aya 0.14's `EbpfLoader::new()` always parses /sys/kernel/btf/vmlinux
+/// (5 MB: ~250 ms and ~14 MB of peak memory here) even when BTF relocations are then
+/// turned off with `.btf(None)`, and these programs need none (Rust eBPF emits no CO-RE
+/// relocations; layouts come from the format files). So a short-lived thread, in a mount
+/// namespace of its own, hides that one file behind /dev/null while it builds the
+/// loader. Nothing else is affected: the rest of the load runs on the caller's thread.
+/// Where any step fails, the loader is built the ordinary, slower way.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    let hidden = std::thread::spawn(|| {
+        let c = |s: &str| std::ffi::CString::new(s).ok();
+        let (Some(root), Some(null), Some(vmlinux)) =
+            (c("/"), c("/dev/null"), c("/sys/kernel/btf/vmlinux"))
+        else {
+            return None;
+        };
+        // SAFETY: plain syscalls on NUL-terminated strings that outlive them; they only
+        // change this thread's own (new) mount namespace, which ends with the thread.
+        let ok = unsafe {
+            libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0
+                && libc::mount(
+                    null.as_ptr(),
+                    vmlinux.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) == 0
+        };
+        ok.then(EbpfLoader::new)
+    })
+    .join()
+    .ok()
+    .flatten();
+    hidden.unwrap_or_else(EbpfLoader::new)
+}
+
 fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
     let what = probe.id();
     let prog: &mut TracePoint = ebpf
@@ -230,6 +260,25 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
     })?;
     prog.attach(probe.category, probe.name)
         .with_context(|| format!("attaching {what}"))?;
+    Ok(())
+}
+
+/// Watches these processes' OOM kills, fatal signals and exit, whatever their name.
+pub fn watch_pids(ebpf: &mut Ebpf, pids: &[u32]) -> Result<()> {
+    let mut map: HashMap<_, u32, [u8; 16]> = HashMap::try_from(
+        ebpf.map_mut("WATCHED_PIDS")
+            .context("map WATCHED_PIDS missing")?,
+    )?;
+    for &pid in pids.iter().take(1024) {
+        // The process's name, for its exit record (the last thread out may be any).
+        let mut raw = [0u8; 16];
+        if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            let c = c.trim_end().as_bytes();
+            let n = c.len().min(15);
+            raw[..n].copy_from_slice(&c[..n]);
+        }
+        map.insert(pid, raw, 0).context("filling watched pids")?;
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use self::assemble::{Assembled, Assembler, Clock, Owners, monotonic_ns};
 use self::decode::{Record, comm};
 use crate::enrich::evidence::{Enricher, RedisSource, RedisStatus};
 use crate::enrich::redis_client::Target;
-use crate::output::{JsonTarget, Writers, closed_line, process_line, reset_line};
+use crate::output::{JsonTarget, Writers, closed_line_colored, process_line, reset_line};
 use crate::procinfo;
 use crate::record::{
     CaptureEnded, CaptureStarted, ConnectionClosed, Counts, OomInfo, ProcessEvent, ProcessRef,
@@ -51,16 +51,35 @@ pub struct RedisAccess {
     pub password_file: Option<std::path::PathBuf>,
 }
 
-/// The ports to trace and how they were chosen.
-fn choose_ports(opts: &Options) -> Result<(Vec<TracedPort>, &'static str, Vec<u32>)> {
-    let names: Vec<&str> = SERVER_NAMES.to_vec();
-    let found = procinfo::redis_ports(&names).unwrap_or_default();
+/// Redis servers running here: (port, process) for each listening port, and the pids of
+/// every process with a Redis server's name (their OOM kills, signals and exits matter).
+fn redis_processes() -> (Vec<(u16, procinfo::ProcessInfo)>, Vec<u32>) {
+    let found = procinfo::redis_ports(&SERVER_NAMES).unwrap_or_default();
     let mut pids: Vec<u32> = found.iter().map(|(_, p)| p.pid).collect();
-    if let Ok(all) = procinfo::processes_named(&names) {
+    if let Ok(all) = procinfo::processes_named(&SERVER_NAMES) {
         pids.extend(all.iter().map(|p| p.pid));
     }
     pids.sort_unstable();
     pids.dedup();
+    (found, pids)
+}
+
+/// The ports to trace and how they were chosen. Discovery needs /proc before anything is
+/// attached; ports given on the command line do not.
+fn choose_ports(
+    opts: &Options,
+    found: Option<&[(u16, procinfo::ProcessInfo)]>,
+) -> Result<(Vec<TracedPort>, &'static str)> {
+    let process = |port: u16| {
+        found
+            .unwrap_or_default()
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, pr)| ProcessRef {
+                pid: pr.pid,
+                comm: pr.comm.clone(),
+            })
+    };
     if !opts.ports.is_empty() {
         let mut ports = opts.ports.clone();
         ports.sort_unstable();
@@ -69,17 +88,12 @@ fn choose_ports(opts: &Options) -> Result<(Vec<TracedPort>, &'static str, Vec<u3
             .into_iter()
             .map(|port| TracedPort {
                 port,
-                process: found
-                    .iter()
-                    .find(|(p, _)| *p == port)
-                    .map(|(_, pr)| ProcessRef {
-                        pid: pr.pid,
-                        comm: pr.comm.clone(),
-                    }),
+                process: process(port),
             })
             .collect();
-        return Ok((traced, "command line", pids));
+        return Ok((traced, "command line"));
     }
+    let found = found.unwrap_or_default();
     if found.is_empty() {
         bail!(
             "no running redis-server or valkey-server listens on a TCP port here; \
@@ -88,15 +102,12 @@ fn choose_ports(opts: &Options) -> Result<(Vec<TracedPort>, &'static str, Vec<u3
     }
     let traced = found
         .iter()
-        .map(|(port, p)| TracedPort {
+        .map(|(port, _)| TracedPort {
             port: *port,
-            process: Some(ProcessRef {
-                pid: p.pid,
-                comm: p.comm.clone(),
-            }),
+            process: process(*port),
         })
         .collect();
-    Ok((traced, "discovered", pids))
+    Ok((traced, "discovered"))
 }
 
 /// Refuses early, with what to do, when the process cannot load BPF programs.
@@ -155,10 +166,41 @@ enum Ending {
 }
 
 pub async fn run(opts: Options) -> Result<CaptureEnded> {
+    let started = Instant::now();
     check_privileges()?;
     let mut writers = Writers::open(opts.json.as_ref(), opts.quiet)?;
-    let (ports, port_source, watched) = choose_ports(&opts)?;
+    // With --port, attach first and look at /proc afterwards: the probes are live within
+    // milliseconds of the start, however many processes the host runs.
+    let mut discovered = None;
+    if opts.ports.is_empty() {
+        discovered = Some(redis_processes());
+    }
+    let (mut ports, port_source) =
+        choose_ports(&opts, discovered.as_ref().map(|d| d.0.as_slice()))?;
     let port_numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
+
+    let mut notes = Vec::new();
+    let root = load::tracefs_root(&mut notes)?;
+    for n in &notes {
+        eprintln!("redis-trace: {n}");
+    }
+    let proc_names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut loaded = load::load(
+        &root,
+        &load::Settings {
+            ports: &port_numbers,
+            proc_names: &proc_names,
+        },
+    )?;
+    let live_ms = started.elapsed().as_millis();
+    let (found, watched) = match discovered {
+        Some(d) => d,
+        None => redis_processes(),
+    };
+    if port_source == "command line" {
+        (ports, _) = choose_ports(&opts, Some(&found))?;
+    }
+    load::watch_pids(&mut loaded.ebpf, &watched)?;
     for p in &ports {
         match &p.process {
             Some(pr) => eprintln!(
@@ -173,27 +215,6 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
             ),
         }
     }
-
-    let mut notes = Vec::new();
-    let root = load::tracefs_root(&mut notes)?;
-    for n in &notes {
-        eprintln!("redis-trace: {n}");
-    }
-    let proc_names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
-    let started = Instant::now();
-    let owners = owners_at_start(&port_numbers);
-    let open_at_start = owners
-        .keys()
-        .filter(|(l, _)| port_numbers.contains(&l.port()))
-        .count();
-    let mut loaded = load::load(
-        &root,
-        &load::Settings {
-            ports: &port_numbers,
-            proc_names: &proc_names,
-            watched_pids: &watched,
-        },
-    )?;
     for u in &loaded.unavailable {
         eprintln!(
             "redis-trace: warning: {} unavailable ({}): {}",
@@ -202,6 +223,11 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
             u.cost.as_deref().unwrap_or("?")
         );
     }
+    let owners = owners_at_start(&port_numbers);
+    let open_at_start = owners
+        .keys()
+        .filter(|(l, _)| port_numbers.contains(&l.port()))
+        .count();
 
     let clock = Clock::new();
     let begin = CaptureStarted {
@@ -221,9 +247,8 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     writers.json(&begin)?;
     writers.flush()?;
     eprintln!(
-        "redis-trace: capturing ({} probes attached, ready in {} ms); Ctrl-C to stop",
+        "redis-trace: capturing ({} probes attached, live {live_ms} ms after start); Ctrl-C to stop",
         loaded.attached.len(),
-        started.elapsed().as_millis()
     );
 
     let watched_set: HashSet<u32> = watched.iter().copied().collect();
@@ -250,6 +275,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     let mut ring = unsafe { AsyncFd::register_with_interest(loaded.ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
 
+    let mut last_status = Instant::now();
     let ending = loop {
         tokio::select! {
             _ = sigint.recv() => break Ending::Interrupt,
@@ -276,6 +302,13 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         write_status(enricher.poll_sources(), &mut writers)?;
         write_closed(enricher.release(false), &mut writers, &mut counts)?;
         writers.flush()?;
+        if writers.status_allowed() && last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = Instant::now();
+            let lost = load::counters(&loaded.ebpf)
+                .map(|k| k.ring_full)
+                .unwrap_or(0);
+            writers.status(&status_line(started.elapsed(), &counts, lost));
+        }
     };
 
     // Stop: collect what the kernel still holds, then everything pending.
@@ -388,9 +421,31 @@ fn write_closed(
         counts.connections_closed += 1;
         *counts.by_cause.entry(c.cause.as_str()).or_default() += 1;
         writers.json(&c)?;
-        writers.text(&closed_line(&c))?;
+        let line = closed_line_colored(&c, writers.color);
+        writers.text(&line)?;
     }
     Ok(())
+}
+
+/// The live status line: elapsed, connections ended, the top causes, lost events.
+fn status_line(elapsed: Duration, counts: &Counts, lost: u64) -> String {
+    let mut top: Vec<(&&str, &u64)> = counts.by_cause.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1));
+    let causes: Vec<String> = top
+        .iter()
+        .take(4)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    format!(
+        "[{}s] {} ended | {} | lost {lost}",
+        elapsed.as_secs(),
+        counts.connections_closed,
+        if causes.is_empty() {
+            "-".to_string()
+        } else {
+            causes.join(", ")
+        }
+    )
 }
 
 fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()> {
