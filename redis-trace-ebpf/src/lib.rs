@@ -112,6 +112,8 @@ pub mod conn_flags {
     /// A RST arrived on that end's socket; its state change to CLOSE follows.
     pub const SERVER_RST_RECEIVED: u32 = 1 << 4;
     pub const CLIENT_RST_RECEIVED: u32 = 1 << 5;
+    /// redis-trace's own connection (its Redis poller): left out of the output.
+    pub const OWN: u32 = 1 << 6;
 }
 
 /// Record: a connection on a traced port ended (first FIN or RST, from either end).
@@ -141,7 +143,8 @@ pub struct ConnClosed {
     pub old_state: u16,
     pub new_state: u16,
     /// [`conn_flags::SERVER_SEEN`] / [`conn_flags::CLIENT_SEEN`]: which ends' sockets
-    /// this kernel has seen, so both set means both ends live on this host.
+    /// this kernel has seen, so both set means both ends live on this host; and
+    /// [`conn_flags::OWN`] for redis-trace's own connections.
     pub sockets_seen: u16,
 }
 
@@ -170,7 +173,8 @@ pub struct SockEvent {
     pub family: u16,
     /// TCP state of the socket, or 0 when there was no socket.
     pub state: u16,
-    pub _pad: u32,
+    /// [`conn_flags::OWN`] when the socket is redis-trace's own.
+    pub flags: u32,
 }
 
 pub mod sock_event {
@@ -254,6 +258,9 @@ pub struct SetStateLayout {
     pub protocol: u16,
     /// 1 or 2: `protocol` was a `__u8` before 5.6 and a `__u16` since.
     pub protocol_size: u16,
+    /// The socket's address: identifies redis-trace's own connects (see `OWN_SOCKS`).
+    pub skaddr: u16,
+    pub _pad: u16,
     pub addr: AddrLayout,
 }
 
@@ -263,6 +270,8 @@ pub struct SetStateLayout {
 pub struct ResetLayout {
     pub state: u16,
     pub reason: u16,
+    pub skaddr: u16,
+    pub _pad: u16,
     pub addr: AddrLayout,
 }
 
@@ -326,7 +335,9 @@ pub struct Config {
     pub oom: OomLayout,
     pub signal: SignalLayout,
     pub exit: ExitLayout,
-    pub _pad: [u16; 2],
+    /// redis-trace's own process: its connections to Redis are not the user's traffic.
+    pub own_tgid: u32,
+    pub _pad: u32,
     /// Bit n set: reset reason number n is only ever sent from the closing task's
     /// context (TCP_ABORT_ON_CLOSE, TCP_ABORT_ON_LINGER, TCP_STATE, ...).
     pub task_reasons: u64,
@@ -345,16 +356,22 @@ impl Config {
             newstate: ABSENT,
             protocol: ABSENT,
             protocol_size: 2,
+            skaddr: ABSENT,
+            _pad: 0,
             addr: AddrLayout::ABSENT,
         },
         send_reset: ResetLayout {
             state: ABSENT,
             reason: ABSENT,
+            skaddr: ABSENT,
+            _pad: 0,
             addr: AddrLayout::ABSENT,
         },
         receive_reset: ResetLayout {
             state: ABSENT,
             reason: ABSENT,
+            skaddr: ABSENT,
+            _pad: 0,
             addr: AddrLayout::ABSENT,
         },
         error_report: ErrorReportLayout {
@@ -388,7 +405,8 @@ impl Config {
             group_dead: ABSENT,
             _pad: 0,
         },
-        _pad: [0; 2],
+        own_tgid: 0,
+        _pad: 0,
         task_reasons: 0,
         signal_mask: 0,
         wakeup_bytes: 0,
@@ -431,5 +449,6 @@ const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnClosed>() == 112);
 const _: () = assert!(core::mem::size_of::<SockEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 120);
-const _: () = assert!(core::mem::offset_of!(Config, task_reasons) == 144);
-const _: () = assert!(core::mem::size_of::<Config>() == 168);
+const _: () = assert!(core::mem::offset_of!(Config, own_tgid) == 152);
+const _: () = assert!(core::mem::offset_of!(Config, task_reasons) == 160);
+const _: () = assert!(core::mem::size_of::<Config>() == 184);

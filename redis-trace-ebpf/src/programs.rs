@@ -54,6 +54,11 @@ static PROC_NAMES: Array<[u8; 16]> = Array::with_max_entries(MAX_PROC_NAMES, 0);
 #[map]
 static WATCHED_PIDS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(4096, 0);
 
+/// Sockets redis-trace's own process connected (its Redis poller), while they live:
+/// their connections are left out of the output.
+#[map]
+static OWN_SOCKS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
 /// Open connections on traced ports.
 #[map]
 static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(MAX_CONNS, 0);
@@ -288,7 +293,9 @@ fn emit_closed(
         family: t.family,
         old_state: old as u16,
         new_state: new as u16,
-        sockets_seen: (flags & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN)) as u16,
+        sockets_seen: (flags
+            & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN | conn_flags::OWN))
+            as u16,
     });
     entry.submit(wakeup_flags());
 }
@@ -328,7 +335,7 @@ fn emit_sock_event(
         key: *key,
         family: t.family,
         state: state as u16,
-        _pad: 0,
+        flags: own_conn(key),
     });
     entry.submit(wakeup_flags());
 }
@@ -351,6 +358,17 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
     }
     let old = field::<i32>(ctx, l.oldstate)? as u32;
     let new = field::<i32>(ctx, l.newstate)? as u32;
+    if new == tcp_state::SYN_SENT {
+        // connect() runs in the connecting task: remember redis-trace's own sockets (the
+        // port is not chosen yet, so the socket's address is what identifies them).
+        let own = config!(own_tgid);
+        if own != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == own {
+            if let Some(sk) = field::<u64>(ctx, l.skaddr) {
+                let _ = OWN_SOCKS.insert(&sk, &1, 0);
+            }
+        }
+        return None;
+    }
     // Only transitions that start or end a connection matter; leave the rest early.
     let interesting = matches!(
         (old, new),
@@ -365,6 +383,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
     );
     // Listening sockets, and connects that never got through, are not connections.
     let never_connected = old == tcp_state::SYN_SENT && new != tcp_state::ESTABLISHED;
+    if never_connected && new == tcp_state::CLOSE {
+        if let Some(sk) = field::<u64>(ctx, l.skaddr) {
+            let _ = OWN_SOCKS.remove(&sk);
+        }
+    }
     if !interesting || old == tcp_state::LISTEN || never_connected {
         return None;
     }
@@ -375,6 +398,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
     if new == tcp_state::ESTABLISHED {
         // SAFETY: helper without preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
+        let own = if old == tcp_state::SYN_SENT && is_own(ctx, l.skaddr) {
+            conn_flags::OWN
+        } else {
+            0
+        };
         match CONNS.get_ptr_mut(&key) {
             // SAFETY: map value pointer, valid for this program's run.
             Some(s) => unsafe {
@@ -383,14 +411,14 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
                     *s = ConnState {
                         start_ns: now,
                         reported: 0,
-                        flags: seen_bit(t.side),
+                        flags: seen_bit(t.side) | own,
                         _pad: 0,
                     };
                 } else {
                     // A RST flag can only be left from a connect that never got through.
                     (*s).flags &=
                         !(conn_flags::SERVER_RST_RECEIVED | conn_flags::CLIENT_RST_RECEIVED);
-                    (*s).flags |= seen_bit(t.side);
+                    (*s).flags |= seen_bit(t.side) | own;
                     if (*s).start_ns == 0 {
                         (*s).start_ns = now;
                     }
@@ -400,7 +428,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
                 let fresh = ConnState {
                     start_ns: now,
                     reported: 0,
-                    flags: seen_bit(t.side),
+                    flags: seen_bit(t.side) | own,
                     _pad: 0,
                 };
                 if CONNS.insert(&key, &fresh, 0).is_err() {
@@ -450,6 +478,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
                 };
                 ((*s).start_ns, (*s).flags)
             };
+            if flags & conn_flags::OWN != 0 && t.side == side::CLIENT {
+                if let Some(sk) = field::<u64>(ctx, l.skaddr) {
+                    let _ = OWN_SOCKS.remove(&sk);
+                }
+            }
             let seen = flags & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN);
             let closed = (flags >> 2) & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN);
             if start != 0 && seen == closed {
@@ -470,6 +503,20 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let _ = try_reset(&ctx, true);
     0
+}
+
+/// Whether the tracepoint's socket is one of redis-trace's own.
+#[inline(always)]
+fn is_own(ctx: &TracePointContext, skaddr: u16) -> bool {
+    // SAFETY: plain map lookup.
+    field::<u64>(ctx, skaddr).is_some_and(|sk| unsafe { OWN_SOCKS.get(&sk) }.is_some())
+}
+
+/// Whether the connection is one of redis-trace's own.
+#[inline(always)]
+fn own_conn(key: &ConnKey) -> u32 {
+    // SAFETY: plain map lookup.
+    unsafe { CONNS.get(key) }.map_or(0, |s| s.flags & conn_flags::OWN)
 }
 
 fn rst_bit(side_: u32) -> u32 {
@@ -500,14 +547,21 @@ fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
         // A received RST ends the connection (tcp_reset -> tcp_done): mark it, and let the
         // state change that follows claim it. This tracepoint has no state field, and a
         // connect refused (SYN_SENT -> CLOSE) must not count as a connection.
+        // A refused connect of redis-trace's own poller is marked too, so that the RSTs
+        // of its reconnect attempts stay out of the output.
+        let own = if is_own(ctx, l.skaddr) {
+            conn_flags::OWN
+        } else {
+            0
+        };
         match CONNS.get_ptr_mut(&key) {
             // SAFETY: map value pointer, valid for this program's run.
-            Some(s) => unsafe { (*s).flags |= rst_bit(t.side) },
+            Some(s) => unsafe { (*s).flags |= rst_bit(t.side) | own },
             None => {
                 let fresh = ConnState {
                     start_ns: 0,
                     reported: 0,
-                    flags: rst_bit(t.side),
+                    flags: rst_bit(t.side) | own,
                     _pad: 0,
                 };
                 if CONNS.insert(&key, &fresh, 0).is_err() {

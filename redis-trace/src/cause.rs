@@ -247,6 +247,12 @@ fn kernel_sentence(c: &ConnectionClosed) -> String {
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
     match (c.closed_by_side, c.packet) {
+        // A received RST only carries the other end's address: who really sent it is
+        // what the classifier works out.
+        (Some(side), Some("RST")) if c.kernel_event == "received_rst" => format!(
+            "kernel: the {} end received a RST from the {side}'s address{reason}",
+            c.observed_on
+        ),
         (Some(side), Some(p)) => {
             format!("kernel: the {side} end sent the first {p}{reason}{who}")
         }

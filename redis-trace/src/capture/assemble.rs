@@ -79,6 +79,8 @@ struct Group {
     first_ts: u64,
     closed: Vec<ConnClosed>,
     socks: Vec<SockEvent>,
+    /// redis-trace's own connection (its Redis poller): not the user's traffic.
+    own: bool,
 }
 
 /// Owners of sockets open at capture start, keyed by (local, remote).
@@ -93,6 +95,8 @@ pub struct Assembler {
     owners: Owners,
     /// Duplicate `ConnClosed` records merged (a simultaneous close on two CPUs).
     pub merged_duplicates: u64,
+    /// redis-trace's own connections to Redis, left out.
+    pub own_skipped: u64,
 }
 
 impl Assembler {
@@ -105,6 +109,7 @@ impl Assembler {
             clock,
             owners,
             merged_duplicates: 0,
+            own_skipped: 0,
         }
     }
 
@@ -122,12 +127,14 @@ impl Assembler {
     pub fn push_closed(&mut self, c: ConnClosed) {
         let g = self.group(c.key, c.close_ns);
         g.first_ts = g.first_ts.min(c.close_ns);
+        g.own |= u32::from(c.sockets_seen) & conn_flags::OWN != 0;
         g.closed.push(c);
     }
 
     pub fn push_sock(&mut self, s: SockEvent) {
         let g = self.group(s.key, s.ts_ns);
         g.first_ts = g.first_ts.min(s.ts_ns);
+        g.own |= s.flags & conn_flags::OWN != 0;
         g.socks.push(s);
     }
 
@@ -152,6 +159,10 @@ impl Assembler {
     fn finish(&mut self, key: ConnKey, mut g: Group, out: &mut Vec<Assembled>) {
         g.socks.sort_by_key(|s| s.ts_ns);
         g.closed.sort_by_key(|c| c.close_ns);
+        if g.own {
+            self.own_skipped += u64::from(!g.closed.is_empty());
+            return;
+        }
         if let Some(first) = g.closed.first().copied() {
             self.merged_duplicates += g.closed.len() as u64 - 1;
             out.push(Assembled::Closed(Box::new(
@@ -421,7 +432,7 @@ mod tests {
             key: key(),
             family: 2,
             state: 7,
-            _pad: 0,
+            flags: 0,
         }
     }
 

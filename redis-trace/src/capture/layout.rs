@@ -135,6 +135,8 @@ pub fn set_state(f: &Format) -> Result<SetStateLayout> {
         newstate: offset(f, "newstate", &[4])?,
         protocol: offset(f, "protocol", &[1, 2])?,
         protocol_size: f.field("protocol").map_or(2, |p| p.size),
+        skaddr: optional(f, "skaddr", &[8])?,
+        _pad: 0,
         addr: addr_layout(f)?,
     })
 }
@@ -143,6 +145,8 @@ pub fn reset(f: &Format) -> Result<ResetLayout> {
     Ok(ResetLayout {
         state: optional(f, "state", &[4])?,
         reason: optional(f, "reason", &[4])?,
+        skaddr: optional(f, "skaddr", &[8])?,
+        _pad: 0,
         addr: addr_layout(f)?,
     })
 }

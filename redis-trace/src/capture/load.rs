@@ -113,6 +113,7 @@ pub fn configure(root: &Path) -> (Config, ResetReasons, Vec<(Probe, ProbeStatus)
         }
     }
     cfg.task_reasons = reasons.task_mask();
+    cfg.own_tgid = std::process::id();
     cfg.signal_mask = layout::signal_mask();
     // Wake userspace early only when the ring is an eighth full; otherwise it drains on
     // its own timer. A wakeup per record is what makes other tracers expensive.

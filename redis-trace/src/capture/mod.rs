@@ -333,7 +333,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     }
     write_status(enricher.poll_sources(), &mut writers)?;
     write_closed(enricher.release(true), &mut writers, &mut counts)?;
-    let own_connections = enricher.own_skipped;
+    let own_connections = assembler.own_skipped;
     enricher.stop();
     let kc = load::counters(&loaded.ebpf).unwrap_or_default();
     loaded.ring = ring.into_inner();

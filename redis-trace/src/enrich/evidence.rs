@@ -2,7 +2,7 @@
 //! configuration, the last CLIENT LIST entry of every client, counter increases between
 //! polls, its log, and the kernel's process events. Holds each Redis-side close until a
 //! poll taken after it has arrived, so that the counters and snapshots cover it.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,10 +92,6 @@ pub struct Enricher {
     held: VecDeque<(u64, Box<ConnectionClosed>)>,
     last_close_mono: u64,
     started_mono: u64,
-    /// redis-trace's own connections to Redis (the pollers'): not the user's traffic.
-    own: HashSet<SocketAddr>,
-    /// Records of our own connections left out.
-    pub own_skipped: u64,
 }
 
 fn counters(info: &HashMap<String, String>) -> Counters {
@@ -271,8 +267,6 @@ impl Enricher {
             held: VecDeque::new(),
             last_close_mono: 0,
             started_mono: monotonic_ns(),
-            own: HashSet::new(),
-            own_skipped: 0,
         }
     }
 
@@ -285,7 +279,6 @@ impl Enricher {
         // keep last-known entries no older than 5 s. The poller bounds it further.
         let recent = |t: u64| now_mono.saturating_sub(t) < 30_000_000_000;
         let busy = recent(self.last_close_mono) || recent(self.started_mono);
-        let mut refresh_own = false;
         for s in &mut self.servers {
             let stale = now_mono.saturating_sub(s.last_clients_mono) > 5_000_000_000;
             s.wanted.store(busy || stale, Ordering::Relaxed);
@@ -306,7 +299,6 @@ impl Enricher {
                         s.run_id = run_id;
                         s.connected = true;
                         s.down_reason = None;
-                        refresh_own = true;
                         s.config = Some(config);
                         if let Some(p) = pid
                             && !self.redis_pids.contains(&p)
@@ -364,18 +356,6 @@ impl Enricher {
             if s.log_lines.len() > 10_000 {
                 let extra = s.log_lines.len() - 10_000;
                 s.log_lines.drain(..extra);
-            }
-        }
-        if refresh_own {
-            let ports: Vec<u16> = self.servers.iter().map(|s| s.port).collect();
-            let me = std::process::id();
-            if let Ok(conns) = crate::procinfo::connection_owners(&ports) {
-                self.own.extend(
-                    conns
-                        .into_iter()
-                        .filter(|c| c.process.pid == me && ports.contains(&c.remote.port()))
-                        .map(|c| c.local),
-                );
             }
         }
         out
@@ -441,14 +421,6 @@ impl Enricher {
                 ready.push((mono, c, idx));
             }
         }
-        let before = ready.len();
-        let own = &self.own;
-        ready.retain(|(_, c, _)| {
-            c.client
-                .parse::<SocketAddr>()
-                .map_or(true, |a| !own.contains(&a))
-        });
-        self.own_skipped += (before - ready.len()) as u64;
         if ready.is_empty() {
             return Vec::new();
         }
