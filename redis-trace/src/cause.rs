@@ -135,6 +135,8 @@ pub struct Evidence<'a> {
     pub config: Option<&'a RedisConfig>,
     /// Whether Redis's own view (INFO/CLIENT LIST) was available, and why not.
     pub redis_view: Result<(), &'a str>,
+    /// When the first CLIENT LIST of this server was taken.
+    pub first_client_list: Option<SystemTime>,
     /// Whether the log could be read, and why not.
     pub log_view: Result<(), &'a str>,
 }
@@ -313,7 +315,7 @@ fn redis_close(
         return v;
     }
     // The last CLIENT LIST entry of the connection.
-    if let Some((entry, seen)) = ev.client {
+    if let Some((entry, seen)) = ev.client.filter(|(_, seen)| *seen <= close) {
         let class = client_class(&entry.flags);
         out.push(format!(
             "CLIENT LIST at {}: {}",
@@ -348,7 +350,12 @@ fn redis_close(
             }
         }
     } else if ev.redis_view.is_ok() {
-        out.push("CLIENT LIST: no entry was seen for this connection".into());
+        out.push(match ev.first_client_list {
+            Some(first) if first <= close => {
+                "CLIENT LIST: no entry was seen for this connection (it lived between two snapshots)".into()
+            }
+            _ => "CLIENT LIST: not yet taken when it closed".into(),
+        });
     }
     if let Err(why) = ev.redis_view {
         out.push(format!("Redis's own view was not available: {why}"));
@@ -376,10 +383,14 @@ fn idle_timeout(
     if class != "normal" || e.flags.contains('b') {
         return None;
     }
+    // Redis counts in whole seconds: idle = unixtime - lastinteraction, and the client
+    // is freed once now - lastinteraction > timeout, so never before `seen - idle +
+    // timeout` (activity after the snapshot only makes it later), and at most about
+    // 2 s after it (the +1 of `>`, plus serverCron visiting each client once a second).
     let last_activity = seen.checked_sub(Duration::from_secs(e.idle))?;
     let predicted = last_activity + Duration::from_secs(timeout);
     let off = secs_between(predicted, close);
-    if (-1.2..=2.5).contains(&off) {
+    if (-0.05..=2.5).contains(&off) {
         out.push(format!(
             "config: timeout is {timeout}s; idle {}s at that snapshot puts the idle timeout at {}, \
              and the close came {off:+.1}s from it",
@@ -565,9 +576,6 @@ pub fn apply_counters(window: &CounterWindow, verdicts: &mut [&mut Verdict], kil
         .filter(|(_, v)| v.cause == Cause::RedisCloseUnknown)
         .map(|(i, _)| i)
         .collect();
-    if open.is_empty() {
-        return;
-    }
     let rose: Vec<(Cause, u64, &str)> = [
         (
             Cause::RedisClientEviction,
@@ -601,6 +609,19 @@ pub fn apply_counters(window: &CounterWindow, verdicts: &mut [&mut Verdict], kil
         ),
         _ => "around the close".into(),
     };
+    let explained_by_snapshot = |v: &Verdict| v.cause == Cause::RedisIdleTimeout;
+    if open.is_empty() {
+        // Every close has an explanation, yet a counter rose: say so where the
+        // explanation is an inference, so that a reader can weigh it.
+        for v in verdicts.iter_mut().filter(|v| explained_by_snapshot(v)) {
+            for (_, d, n) in &rose {
+                v.evidence.push(format!(
+                    "INFO {span}: {n} also rose by {d}, with no unexplained close to match it"
+                ));
+            }
+        }
+        return;
+    }
     let [(cause, delta, counter)] = rose.as_slice() else {
         if !rose.is_empty() {
             let list: Vec<String> = rose.iter().map(|(_, d, n)| format!("{n} +{d}")).collect();
@@ -732,6 +753,7 @@ mod tests {
             client,
             config,
             redis_view: Ok(()),
+            first_client_list: Some(at(0.0)),
             log_view: Ok(()),
         }
     }

@@ -36,7 +36,73 @@ not mounted.")]
     /// Start a throwaway redis-server, capture it, and reproduce common incidents (idle
     /// timeout, slow pub/sub subscriber, CLIENT KILL, client abort, OOM kill), each
     /// explained as it happens. Cleans up after itself, also on Ctrl-C. Needs root.
+    #[command(after_help = "Example:\n  sudo redis-trace demo")]
     Demo,
+    /// Check a Redis for what usually causes connection resets (read-only, no BPF):
+    /// restarts, OOM kills, idle timeout, tcp-keepalive, buffer limits, memory.
+    #[command(after_help = "\
+Examples:
+  redis-trace diagnose                  the Redis running here (or 127.0.0.1:6379)
+  redis-trace diagnose --port 6380 --json
+
+Exit status: 0 nothing above info, 2 warnings, 3 critical findings, 1 error.")]
+    Diagnose(DiagnoseArgs),
+    /// Print a man page or shell completions, generated from this command line.
+    #[command(after_help = "\
+Examples:
+  redis-trace generate man > /usr/local/share/man/man1/redis-trace.1
+  redis-trace generate bash > /etc/bash_completion.d/redis-trace")]
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiagnoseArgs {
+    /// Redis port on 127.0.0.1. Default: the port a local redis-server listens on, or 6379.
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// redis://[user@]host:port/ (password from REDISCLI_AUTH or --password-file).
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Read the Redis password from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generate {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Generate {
+    /// Writes the man page or completion script for the whole CLI.
+    pub fn write(self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use clap::CommandFactory as _;
+        let mut cmd = Cli::command();
+        match self {
+            Generate::Man => clap_mangen::Man::new(cmd).render(out),
+            Generate::Bash => {
+                clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "redis-trace", out);
+                Ok(())
+            }
+            Generate::Zsh => {
+                clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "redis-trace", out);
+                Ok(())
+            }
+            Generate::Fish => {
+                clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "redis-trace", out);
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +192,18 @@ mod tests {
         assert_eq!(opts.ports, vec![6379, 6380]);
         assert_eq!(opts.duration, Some(Duration::from_secs(30)));
         assert_eq!(opts.json, Some(JsonTarget::Stdout));
+    }
+
+    #[test]
+    fn man_page_and_completions_are_generated() {
+        let mut man = Vec::new();
+        Generate::Man.write(&mut man).expect("man");
+        let man = String::from_utf8_lossy(&man);
+        assert!(man.contains(".TH redis-trace"), "{man}");
+        assert!(man.contains("capture"));
+        let mut bash = Vec::new();
+        Generate::Bash.write(&mut bash).expect("bash");
+        assert!(String::from_utf8_lossy(&bash).contains("--port"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::io;
+use std::io::{self, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -49,6 +49,35 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Demo => {
             redis_trace::demo::run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diagnose(args) => {
+            let port = args.port.unwrap_or_else(|| {
+                redis_trace::procinfo::redis_ports(&redis_trace::capture::SERVER_NAMES)
+                    .ok()
+                    .and_then(|p| p.first().map(|(port, _)| *port))
+                    .unwrap_or(6379)
+            });
+            let d = redis_trace::diagnose::run(&redis_trace::diagnose::Options {
+                port,
+                url: args.redis_url,
+                password_file: args.password_file,
+            })?;
+            let mut out = io::stdout().lock();
+            if args.json {
+                serde_json::to_writer_pretty(&mut out, &d)?;
+                writeln!(out)?;
+            } else {
+                let color = out.is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+                write!(out, "{}", redis_trace::diagnose::render_text(&d, color))?;
+            }
+            out.flush()?;
+            Ok(ExitCode::from(d.exit_code()))
+        }
+        Command::Generate { what } => {
+            let mut out = io::stdout().lock();
+            what.write(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
     }

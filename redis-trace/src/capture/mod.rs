@@ -230,6 +230,15 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         .count();
 
     let clock = Clock::new();
+    // Redis's own view first (bounded): a close in the capture's first second deserves
+    // its CLIENT LIST entry and log line too. The kernel's records wait in a backlog.
+    let mut enricher = Enricher::new(redis_sources(&opts, &ports)?, watched.clone());
+    let mut backlog: Vec<Vec<u8>> = Vec::new();
+    let early_status = enricher.wait_ready(Duration::from_millis(1500), || {
+        while let Some(item) = loaded.ring.next() {
+            backlog.push(item.to_vec());
+        }
+    });
     let begin = CaptureStarted {
         kind: "capture_started",
         schema_version: SCHEMA_VERSION,
@@ -253,10 +262,24 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
 
     let watched_set: HashSet<u32> = watched.iter().copied().collect();
     let mut assembler = Assembler::new(GRACE, loaded.reasons.clone(), clock, owners);
-    let mut enricher = Enricher::new(redis_sources(&opts, &port_numbers)?, watched);
+    write_status(early_status, &mut writers)?;
     let mut counts = Counts::default();
     let mut bad_records = 0u64;
     let mut out = Vec::new();
+    {
+        let mut sinks = Sinks {
+            assembler: &mut assembler,
+            enricher: &mut enricher,
+            watched: &watched_set,
+            clock: &clock,
+            writers: &mut writers,
+            counts: &mut counts,
+            bad: &mut bad_records,
+        };
+        for item in backlog.drain(..) {
+            sinks.record(&item)?;
+        }
+    }
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -287,16 +310,16 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
             }
             _ = tick.tick() => {}
         }
-        drain(
-            ring.get_mut(),
-            &mut assembler,
-            &mut enricher,
-            &watched_set,
-            &clock,
-            &mut writers,
-            &mut counts,
-            &mut bad_records,
-        )?;
+        Sinks {
+            assembler: &mut assembler,
+            enricher: &mut enricher,
+            watched: &watched_set,
+            clock: &clock,
+            writers: &mut writers,
+            counts: &mut counts,
+            bad: &mut bad_records,
+        }
+        .drain(ring.get_mut())?;
         assembler.flush(monotonic_ns(), &mut out);
         write_assembled(&mut out, &mut enricher, &mut writers, &mut counts)?;
         write_status(enricher.poll_sources(), &mut writers)?;
@@ -312,16 +335,16 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     };
 
     // Stop: collect what the kernel still holds, then everything pending.
-    drain(
-        ring.get_mut(),
-        &mut assembler,
-        &mut enricher,
-        &watched_set,
-        &clock,
-        &mut writers,
-        &mut counts,
-        &mut bad_records,
-    )?;
+    Sinks {
+        assembler: &mut assembler,
+        enricher: &mut enricher,
+        watched: &watched_set,
+        clock: &clock,
+        writers: &mut writers,
+        counts: &mut counts,
+        bad: &mut bad_records,
+    }
+    .drain(ring.get_mut())?;
     assembler.flush(u64::MAX, &mut out);
     write_assembled(&mut out, &mut enricher, &mut writers, &mut counts)?;
     // Redis-side closes wait for the poll after them: give it its moment, bounded.
@@ -360,32 +383,41 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     Ok(end)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    assembler: &mut Assembler,
-    enricher: &mut Enricher,
-    watched: &HashSet<u32>,
-    clock: &Clock,
-    writers: &mut Writers,
-    counts: &mut Counts,
-    bad: &mut u64,
-) -> Result<()> {
-    while let Some(item) = ring.next() {
-        match Record::decode(&item) {
-            Ok(Record::Closed(c)) => assembler.push_closed(c),
-            Ok(Record::Sock(s)) => assembler.push_sock(s),
+/// Everything a record may touch on its way to the output.
+struct Sinks<'a> {
+    assembler: &'a mut Assembler,
+    enricher: &'a mut Enricher,
+    watched: &'a HashSet<u32>,
+    clock: &'a Clock,
+    writers: &'a mut Writers,
+    counts: &'a mut Counts,
+    bad: &'a mut u64,
+}
+
+impl Sinks<'_> {
+    fn record(&mut self, bytes: &[u8]) -> Result<()> {
+        match Record::decode(bytes) {
+            Ok(Record::Closed(c)) => self.assembler.push_closed(c),
+            Ok(Record::Sock(s)) => self.assembler.push_sock(s),
             Ok(Record::Proc(p)) => {
-                let ev = process_event(&p, watched, clock);
-                enricher.process_event(&ev);
-                counts.process_events += 1;
-                writers.json(&ev)?;
-                writers.text(&process_line(&ev))?;
+                let ev = process_event(&p, self.watched, self.clock);
+                self.enricher.process_event(&ev);
+                self.counts.process_events += 1;
+                self.writers.json(&ev)?;
+                self.writers.text(&process_line(&ev))?;
             }
-            Err(_) => *bad += 1,
+            Err(_) => *self.bad += 1,
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Takes every record the kernel has handed over.
+    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            self.record(&item)?;
+        }
+        Ok(())
+    }
 }
 
 /// Connection records go to the enricher, to be written once classified; resets are
@@ -480,10 +512,13 @@ fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()>
     Ok(())
 }
 
-fn redis_sources(opts: &Options, ports: &[u16]) -> Result<Vec<RedisSource>> {
+fn redis_sources(opts: &Options, ports: &[TracedPort]) -> Result<Vec<RedisSource>> {
+    let numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
     ports
         .iter()
-        .map(|&port| {
+        .map(|traced| {
+            let port = traced.port;
+            let ports = &numbers;
             let target = match &opts.redis {
                 None => None,
                 Some(access) => {
@@ -495,7 +530,11 @@ fn redis_sources(opts: &Options, ports: &[u16]) -> Result<Vec<RedisSource>> {
                     Some(Target::new(url, port, access.password_file.as_deref())?)
                 }
             };
-            Ok(RedisSource { port, target })
+            Ok(RedisSource {
+                port,
+                target,
+                pid: traced.process.as_ref().map(|p| p.pid),
+            })
         })
         .collect()
 }

@@ -72,6 +72,12 @@ struct Server {
     clients: HashMap<SocketAddr, (ClientEntry, SystemTime)>,
     last_poll_mono: u64,
     last_clients_mono: u64,
+    /// When the first CLIENT LIST arrived.
+    first_clients_wall: Option<SystemTime>,
+    /// Every pid this port's Redis had during the capture (a restart adds one).
+    pids: Vec<u32>,
+    /// Whether the poller said anything yet (connected or down).
+    heard: bool,
     last_counters: Option<(u64, SystemTime, Counters)>,
     windows: VecDeque<Window>,
     log: Option<LogTail>,
@@ -83,6 +89,8 @@ struct Server {
 pub struct RedisSource {
     pub port: u16,
     pub target: Option<Target>,
+    /// The process found listening on the port at start, if any.
+    pub pid: Option<u32>,
 }
 
 pub struct Enricher {
@@ -156,6 +164,7 @@ impl Server {
         let wall = SystemTime::now() - age;
         if let Some(clients) = s.clients {
             self.last_clients_mono = mono;
+            self.first_clients_wall.get_or_insert(wall);
             for c in clients {
                 if let Some(a) = c.addr {
                     self.clients.insert(a, (c, wall));
@@ -252,6 +261,9 @@ impl Enricher {
                     clients: HashMap::new(),
                     last_poll_mono: 0,
                     last_clients_mono: 0,
+                    first_clients_wall: None,
+                    pids: s.pid.into_iter().collect(),
+                    heard: false,
                     last_counters: None,
                     windows: VecDeque::new(),
                     log: None,
@@ -298,13 +310,16 @@ impl Enricher {
                         s.pid = pid;
                         s.run_id = run_id;
                         s.connected = true;
+                        s.heard = true;
                         s.down_reason = None;
                         s.config = Some(config);
                         if let Some(p) = pid
-                            && !self.redis_pids.contains(&p)
+                            && !s.pids.contains(&p)
                         {
-                            self.redis_pids.push(p);
+                            s.pids.push(p);
                         }
+                        // The counters' baseline: this INFO (a restart resets them).
+                        s.last_counters = Some((monotonic_ns(), SystemTime::now(), counters(&info)));
                         if s.log.is_none() || restarted {
                             s.open_log();
                         }
@@ -324,6 +339,7 @@ impl Enricher {
                     }
                     PollerMsg::Snapshot(snap) => s.on_snapshot(snap),
                     PollerMsg::Down { error } => {
+                        s.heard = true;
                         let was = s.connected;
                         s.connected = false;
                         s.down_reason = Some(error.clone());
@@ -359,6 +375,26 @@ impl Enricher {
             }
         }
         out
+    }
+
+    /// Waits, at most `limit`, until every Redis has answered (its first snapshot taken)
+    /// or is known to be unavailable, so that a capture's first closes have their
+    /// evidence. `tick` runs every few milliseconds meanwhile (the caller drains the
+    /// kernel's ring buffer there).
+    pub fn wait_ready(&mut self, limit: Duration, mut tick: impl FnMut()) -> Vec<RedisStatus> {
+        let end = std::time::Instant::now() + limit;
+        let mut out = Vec::new();
+        loop {
+            out.extend(self.poll_sources());
+            let ready = self.servers.iter().all(|s| {
+                s.poller.is_none() || (s.connected && s.last_clients_mono > 0) || (!s.connected && s.heard)
+            });
+            if ready || std::time::Instant::now() >= end {
+                return out;
+            }
+            tick();
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn process_event(&mut self, p: &ProcessEvent) {
@@ -496,10 +532,18 @@ impl Enricher {
                 Err("not a traced server"),
             ),
         };
+        // The pids of this port's Redis: another Redis on the host exiting explains
+        // nothing here.
+        let pids = match idx.map(|i| &self.servers[i]) {
+            Some(s) if !s.pids.is_empty() => s.pids.as_slice(),
+            _ => self.redis_pids.as_slice(),
+        };
+        let first_client_list = idx.and_then(|i| self.servers[i].first_clients_wall);
         let v = cause::classify(
             c,
             &Evidence {
-                redis_pids: &self.redis_pids,
+                redis_pids: pids,
+                first_client_list,
                 proc_events: &self.proc_events,
                 log,
                 client,

@@ -784,7 +784,8 @@ impl PollWorker {
                 return;
             }
             let mut last_client_list: Option<(Instant, Duration)> = None;
-            let mut next_tick = Instant::now() + self.interval;
+            // The first snapshot right away: a capture wants its baseline at once.
+            let mut next_tick = Instant::now();
             loop {
                 if !self.sleep_until(next_tick) {
                     return;

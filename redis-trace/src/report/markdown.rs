@@ -1,0 +1,880 @@
+//! The Markdown report. Text from a capture (names, addresses, evidence, log lines) only
+//! appears inside code spans, where Markdown and HTML are inert; control and bidi
+//! characters are escaped so that nothing can break a line or a table row, or display as
+//! something else.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use super::model::{CapInfo, Conn, Model, ProcEvt, Status, ranked_causes};
+use super::texts::{cause_text, class_words, idle_timeout, output_limit};
+use super::{Finding, ReportOptions, Summary};
+
+/// Examples shown per cause.
+const EXAMPLES: usize = 3;
+/// Longest key evidence in a timeline row (the full text is in the examples).
+const CELL_MAX: usize = 180;
+/// Most resets listed.
+const RESETS_MAX: usize = 50;
+
+/// Control characters as `\xNN`, bidi and line-breaking format characters as `\u{NNNN}`
+/// (Trojan Source): what is shown is what was there.
+pub(super) fn visible(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else if matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        ) {
+            let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn code_span(s: &str, in_table: bool) -> String {
+    let mut t = visible(s);
+    if in_table {
+        // GFM splits rows at pipes before anything else, code spans included.
+        t = t.replace('|', "\\|");
+    }
+    if t.is_empty() {
+        return "(empty)".into();
+    }
+    let mut longest = 0;
+    let mut run = 0;
+    for c in t.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    if t.starts_with('`') || t.ends_with('`') || (t.starts_with(' ') && t.ends_with(' ')) {
+        format!("{fence} {t} {fence}")
+    } else {
+        format!("{fence}{t}{fence}")
+    }
+}
+
+/// Untrusted text as an inline code span.
+fn code(s: &str) -> String {
+    code_span(s, false)
+}
+
+/// Untrusted text as a code span in a table cell.
+fn cell(s: &str) -> String {
+    code_span(s, true)
+}
+
+/// Text as plain Markdown: every character that could start markup is escaped.
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in visible(s).chars() {
+        if c.is_ascii_punctuation() && !matches!(c, '.' | ',' | ':' | ';' | '\'' | '"' | '/' | '%' | '=' | '?' | '-' | '(' | ')') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max).collect();
+    t.push('…');
+    t
+}
+
+fn hms(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_millis(t).to_string();
+    s.get(11..23).unwrap_or(&s).to_string()
+}
+
+fn full(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_millis(t).to_string();
+    format!("{} {}", s.get(..10).unwrap_or(""), s.get(11..23).unwrap_or(&s))
+}
+
+fn day(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_millis(t).to_string();
+    s.get(..10).unwrap_or("").to_string()
+}
+
+/// How times show in lists: clock time when everything is on one UTC day.
+struct Clock {
+    one_day: bool,
+}
+
+impl Clock {
+    fn of(&self, t: Option<SystemTime>) -> String {
+        match t {
+            Some(t) if self.one_day => hms(t),
+            Some(t) => full(t),
+            None => "?".into(),
+        }
+    }
+}
+
+fn span(d: Duration) -> String {
+    let secs = d.as_secs();
+    let rounded = if secs >= 60 {
+        Duration::from_secs(secs)
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+fn duration_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        span(Duration::from_secs_f64(ms / 1000.0))
+    }
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The verdict clause of one cause, with what its records say about it.
+fn verdict_clause(cause: &str, conns: &[&Conn]) -> String {
+    let text = cause_text(cause);
+    match cause {
+        "redis_output_buffer_limit" => {
+            let mut classes: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
+            for c in conns {
+                let class = c.rec.client_class.clone().unwrap_or_default();
+                let e = classes.entry(class).or_default();
+                e.0 += 1;
+                if e.1.is_none() {
+                    e.1 = c.rec.evidence.iter().find_map(|e| output_limit(e));
+                }
+            }
+            if let [(class, (n, limit))] = classes.iter().collect::<Vec<_>>().as_slice()
+                && !class.is_empty()
+            {
+                let limit = limit
+                    .as_ref()
+                    .map(|l| format!(" ({})", code(l)))
+                    .unwrap_or_default();
+                return format!(
+                    "Redis closed {} for the output buffer limit{limit}",
+                    class_words(class, *n)
+                );
+            }
+            let parts: Vec<String> = classes
+                .iter()
+                .map(|(class, (n, limit))| {
+                    let who = if class.is_empty() {
+                        count(*n, "client of unknown class", "clients of unknown class")
+                    } else {
+                        format!("{n} {}", class_words(class, *n))
+                    };
+                    match limit {
+                        Some(l) => format!("{who} ({})", code(l)),
+                        None => who,
+                    }
+                })
+                .collect();
+            format!(
+                "Redis closed clients for the output buffer limit: {}",
+                parts.join(", ")
+            )
+        }
+        "redis_idle_timeout" => {
+            let t = conns
+                .iter()
+                .flat_map(|c| c.rec.evidence.iter())
+                .find_map(|e| idle_timeout(e));
+            match t {
+                Some(t) => format!("{} ({t} s)", text.verdict),
+                None => text.verdict.to_string(),
+            }
+        }
+        "redis_client_kill" | "redis_killed" => {
+            let mut killers: Vec<&str> = conns.iter().filter_map(|c| c.rec.killer.as_deref()).collect();
+            killers.sort_unstable();
+            killers.dedup();
+            match killers.as_slice() {
+                [k] => format!("{} (by {})", text.verdict, code(k)),
+                _ => text.verdict.to_string(),
+            }
+        }
+        _ => text.verdict.to_string(),
+    }
+}
+
+fn by_cause<'a>(m: &'a Model, cause: &str) -> Vec<&'a Conn> {
+    m.conns.iter().filter(|c| c.cause == cause).collect()
+}
+
+fn warnings(o: &mut String, m: &Model, sum: &Summary) {
+    let mut lines = Vec::new();
+    for c in &m.caps {
+        let lost = c.ended.as_ref().map_or(0, |e| e.lost);
+        if lost > 0 {
+            lines.push(format!(
+                "**Incomplete capture:** {} (on {}) lost {} (records the kernel could not hand \
+                 over): the counts below are short by up to that many.",
+                code(&c.file),
+                code(&c.host),
+                count(lost, "event", "events")
+            ));
+        }
+        for w in &c.warnings {
+            lines.push(format!("**Warning:** {}: {}", code(&c.file), code(w)));
+        }
+        if let Some(e) = &c.ended
+            && (e.untracked > 0 || e.bad_records > 0)
+        {
+            lines.push(format!(
+                "**Note:** {}: {} reported without their start (the kernel's map was full), {} \
+                 undecodable.",
+                code(&c.file),
+                count(e.untracked, "connection", "connections"),
+                count(e.bad_records, "record", "records")
+            ));
+        }
+    }
+    if sum.lost_events > 0 && m.caps.len() > 1 {
+        lines.push(format!(
+            "**{} lost in all.**",
+            count(sum.lost_events, "event", "events")
+        ));
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(o, "> {}\n", lines.join("\n>\n> "));
+    }
+}
+
+fn ports_of(c: &CapInfo) -> String {
+    if c.ports.is_empty() {
+        return "none".into();
+    }
+    c.ports
+        .iter()
+        .map(|p| match &p.process {
+            Some(pr) => format!(
+                "{} ({}{})",
+                p.port,
+                code(&pr.comm),
+                pr.pid.map(|p| format!(", pid {p}")).unwrap_or_default()
+            ),
+            None => p.port.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn probes_of(c: &CapInfo) -> String {
+    if c.probes_unavailable.is_empty() {
+        return "none".into();
+    }
+    c.probes_unavailable
+        .iter()
+        .map(|p| {
+            let mut s = code(&p.probe);
+            if let Some(w) = &p.why {
+                let _ = write!(s, " ({})", plain(w));
+            }
+            if let Some(cost) = &p.cost {
+                let _ = write!(s, ": {}", plain(cost));
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn window_of(start: Option<SystemTime>, end: Option<SystemTime>) -> String {
+    match (start, end) {
+        (Some(a), Some(b)) => {
+            let len = b.duration_since(a).unwrap_or_default();
+            let to = if day(a) == day(b) { hms(b) } else { full(b) };
+            format!("{} → {to} UTC ({})", full(a), span(len))
+        }
+        (Some(a), None) => format!("from {} UTC", full(a)),
+        _ => "unknown".into(),
+    }
+}
+
+/// What the `redis_status` records say of each Redis server.
+fn redis_line(m: &Model, clock: &Clock) -> String {
+    if m.statuses.is_empty() {
+        return "not queried (no `redis_status` record: `--no-redis`, or no Redis seen)".into();
+    }
+    let mut seen: Vec<(usize, Option<u64>)> = Vec::new();
+    let mut parts = Vec::new();
+    for s in &m.statuses {
+        if seen.contains(&(s.host, s.port)) {
+            continue;
+        }
+        let first_ok = m
+            .statuses
+            .iter()
+            .find(|x| x.host == s.host && x.port == s.port && x.status == "connected");
+        seen.push((s.host, s.port));
+        let port = s.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+        let host = if m.caps.len() > 1 {
+            format!(" on {}", code(&m.caps[s.host].host))
+        } else {
+            String::new()
+        };
+        match first_ok {
+            Some(ok) => {
+                let mut t = format!(
+                    "port {port}{host}: Redis {}",
+                    ok.version.as_deref().map(code).unwrap_or_else(|| "?".into())
+                );
+                if let Some(p) = ok.pid {
+                    let _ = write!(t, ", pid {p}");
+                }
+                if let Some(up) = ok.uptime_s {
+                    let _ = write!(
+                        t,
+                        ", up {} at {}",
+                        span(Duration::from_secs(up)),
+                        clock.of(ok.time)
+                    );
+                }
+                if ok.log_readable == Some(false) {
+                    t.push_str(", log not readable");
+                }
+                parts.push(t);
+            }
+            None => parts.push(format!(
+                "port {port}{host}: unavailable ({})",
+                s.error.as_deref().map(code).unwrap_or_else(|| "no reason given".into())
+            )),
+        }
+    }
+    let restarts = m.statuses.iter().filter(|s| s.restarted).count() as u64;
+    if restarts > 0 {
+        parts.push(format!(
+            "**{}** (see the events below)",
+            count(restarts, "restart", "restarts")
+        ));
+    }
+    parts.join("; ")
+}
+
+fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
+    let total_resets = m.resets.len() as u64;
+    let ends = format!(
+        "{} ({} not part of a close, {})",
+        sum.connections,
+        count(total_resets, "RST", "RSTs"),
+        count(m.procs.len() as u64, "process event", "process events"),
+    );
+    let _ = writeln!(o, "| | |\n|---|---|");
+    if let [c] = m.caps.as_slice() {
+        let _ = writeln!(o, "| Host | {}, kernel {} |", code(&c.host), code(&c.kernel));
+        let _ = writeln!(o, "| Redis | {} |", redis_line(m, clock));
+        let ended = c
+            .ended
+            .as_ref()
+            .and_then(|e| e.ended_by.as_deref())
+            .map(|b| format!(", ended by {}", code(b)))
+            .unwrap_or_else(|| ", **did not end cleanly**".into());
+        let _ = writeln!(o, "| Capture window | {}{ended} |", window_of(c.start, c.end));
+        let _ = writeln!(o, "| Ports | {} |", ports_of(c));
+        let _ = writeln!(o, "| Probes unavailable | {} |", probes_of(c));
+        let _ = writeln!(
+            o,
+            "| Tool | redis-trace {} (report by {}) |",
+            code(&c.tool_version),
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            o,
+            "| Connection ends | {ends}; {} open when the capture started |",
+            c.open_at_start
+        );
+        let _ = writeln!(o, "| Lost events | {} |", lost_of(c));
+        return;
+    }
+    let _ = writeln!(o, "| Redis | {} |", redis_line(m, clock));
+    let _ = writeln!(o, "| Capture window | {} |", window_of(m.start, m.end));
+    let _ = writeln!(o, "| Connection ends | {ends} |");
+    let _ = writeln!(
+        o,
+        "| Lost events | {} |",
+        if sum.lost_events == 0 && m.caps.iter().all(|c| c.ended.is_some()) {
+            "none".to_string()
+        } else {
+            sum.lost_events.to_string()
+        }
+    );
+    let _ = writeln!(o, "| Report by | redis-trace {} |", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        o,
+        "\n| Capture | Host | Kernel | Window | Ports | Tool | Probes unavailable | Lost events |\n|---|---|---|---|---|---|---|---|"
+    );
+    for c in &m.caps {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&c.file),
+            cell(&c.host),
+            cell(&c.kernel),
+            window_of(c.start, c.end),
+            ports_of(c).replace('|', "\\|"),
+            cell(&c.tool_version),
+            probes_of(c).replace('|', "\\|"),
+            lost_of(c)
+        );
+    }
+}
+
+fn lost_of(c: &CapInfo) -> String {
+    match &c.ended {
+        Some(e) if e.lost == 0 => "none".into(),
+        Some(e) => format!("**{}**", e.lost),
+        None => "unknown (no capture_ended)".into(),
+    }
+}
+
+fn verdict(o: &mut String, m: &Model, sum: &Summary) {
+    let _ = writeln!(o, "## Verdict\n");
+    if sum.connections == 0 {
+        let _ = writeln!(
+            o,
+            "No connection ended on the traced ports during the capture{}.\n",
+            if m.procs.is_empty() { "" } else { " (process events are listed below)" }
+        );
+        return;
+    }
+    let ranked = ranked_causes(&sum.by_cause);
+    let mut sentences = Vec::new();
+    for (i, (cause, n)) in ranked.iter().enumerate() {
+        let clause = verdict_clause(cause, &by_cause(m, cause));
+        let s = if i == 0 {
+            let lead = if *n == sum.connections {
+                format!("All {} connection ends", sum.connections)
+            } else {
+                format!("{n} of {} connection ends", sum.connections)
+            };
+            format!("**{lead}**: {clause} ({}).", code(cause))
+        } else {
+            format!("**{n}**: {clause} ({}).", code(cause))
+        };
+        sentences.push(s);
+    }
+    let _ = writeln!(o, "{}\n", sentences.join(" "));
+    let both = m.conns.iter().filter(|c| !c.others.is_empty()).count() as u64;
+    if both > 0 {
+        let _ = writeln!(
+            o,
+            "{} seen from both ends (captures on two hosts, matched by server and client \
+             address).{}\n",
+            count(both, "connection was", "connections were"),
+            if sum.middlebox_proven > 0 {
+                format!(
+                    " **{} of them: a RST arrived that neither end's TCP stack sent, proven \
+                     from both sides: a middlebox reset.**",
+                    sum.middlebox_proven
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if sum.by_cause.contains_key("peer_reset") {
+        let _ = writeln!(
+            o,
+            "`peer_reset` means a RST came from the remote end's address: a capture on that host \
+             too (then `redis-trace report` over both) tells the client from a middlebox.\n"
+        );
+    }
+}
+
+fn what_to_do(o: &mut String, m: &Model, sum: &Summary) {
+    if sum.connections == 0 {
+        return;
+    }
+    let _ = writeln!(o, "### What it means and what to do\n");
+    for (cause, n) in ranked_causes(&sum.by_cause) {
+        let t = cause_text(&cause);
+        let conns = by_cause(m, &cause);
+        let mut extra = String::new();
+        if cause == "redis_output_buffer_limit"
+            && let Some(l) = conns
+                .iter()
+                .flat_map(|c| c.rec.evidence.iter())
+                .find_map(|e| output_limit(e))
+        {
+            let _ = write!(extra, " The limit in force: {}.", code(&format!("client-output-buffer-limit {l}")));
+        }
+        if cause == "redis_idle_timeout"
+            && let Some(t) = conns
+                .iter()
+                .flat_map(|c| c.rec.evidence.iter())
+                .find_map(|e| idle_timeout(e))
+        {
+            let _ = write!(extra, " Redis's `timeout` here: {t} s.");
+        }
+        let _ = writeln!(
+            o,
+            "- **{}** ({n}): {}{extra}\n  **Fix:** {}\n",
+            code(&cause),
+            t.meaning,
+            t.fix
+        );
+    }
+}
+
+fn risks(o: &mut String, findings: Option<&[Finding]>) {
+    let _ = writeln!(o, "## Risk findings\n");
+    match findings {
+        None => {
+            let _ = writeln!(o, "Not checked: no risk diagnosis was run for this report.\n");
+        }
+        Some([]) => {
+            let _ = writeln!(o, "Checked: no risks found.\n");
+        }
+        Some(f) => {
+            let mut f: Vec<&Finding> = f.iter().collect();
+            f.sort_by_key(|x| x.severity);
+            for x in f {
+                let _ = writeln!(o, "- **{}: {}**", x.severity.as_str(), plain(&x.title));
+                for e in &x.evidence {
+                    let _ = writeln!(o, "  - {}", code(e));
+                }
+                if !x.fix.is_empty() {
+                    let _ = writeln!(o, "  - Fix: {}", plain(&x.fix));
+                }
+            }
+            o.push('\n');
+        }
+    }
+}
+
+fn closer(c: &Conn) -> String {
+    let r = &c.rec;
+    match (r.pid, r.comm.as_deref()) {
+        (Some(p), Some(n)) => format!("{p} {}", cell(n)),
+        (Some(p), None) => p.to_string(),
+        (None, Some(n)) => cell(n),
+        (None, None) => "—".into(),
+    }
+}
+
+fn closed_by(c: &Conn) -> String {
+    let r = &c.rec;
+    let mut s = c.closed_by.clone();
+    let how: Vec<String> = [
+        r.closed_by_side.as_ref().map(|x| format!("{x} end")),
+        r.packet.clone(),
+        r.rst_reason.clone(),
+        (r.kernel_event == "timeout").then(|| "kernel timeout".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !how.is_empty() {
+        let _ = write!(s, " ({})", how.join(" "));
+    }
+    if !c.others.is_empty() {
+        s.push_str(", both ends seen");
+    }
+    s
+}
+
+fn example(o: &mut String, i: usize, c: &Conn, m: &Model, clock: &Clock) {
+    let r = &c.rec;
+    let mut line = format!(
+        "{}. {} · client {}",
+        i + 1,
+        clock.of(r.time),
+        code(&r.client)
+    );
+    if let Some(n) = c.client_name() {
+        let _ = write!(line, " ({})", code(n));
+    }
+    let _ = write!(line, " → server {} · closed by {}", code(&r.server), closed_by(c));
+    if let (Some(p), Some(n)) = (r.pid, r.comm.as_deref()) {
+        let _ = write!(line, " · {} pid {p}", code(n));
+    }
+    if let Some(d) = r.duration_ms {
+        let _ = write!(line, " · after {}", duration_ms(d));
+    }
+    if let Some(k) = &r.client_class {
+        let _ = write!(line, " · {}", code(k));
+    }
+    if let Some(k) = &r.killer {
+        let _ = write!(line, " · killer {}", code(k));
+    }
+    let _ = writeln!(o, "{line}");
+    for e in c.evidence(&m.caps) {
+        let _ = writeln!(o, "   - {}", code(&e));
+    }
+}
+
+/// First, middle and last: the spread of a cause over the capture.
+fn pick_examples<'a>(conns: &[&'a Conn]) -> Vec<&'a Conn> {
+    let n = conns.len();
+    let idx: Vec<usize> = match n {
+        0 => vec![],
+        1..=EXAMPLES => (0..n).collect(),
+        _ => vec![0, n / 2, n - 1],
+    };
+    idx.into_iter().map(|i| conns[i]).collect()
+}
+
+fn evidence_by_cause(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
+    if sum.connections == 0 {
+        return;
+    }
+    let _ = writeln!(o, "## Evidence by cause\n");
+    for (cause, n) in ranked_causes(&sum.by_cause) {
+        let conns = by_cause(m, &cause);
+        let ex = pick_examples(&conns);
+        let _ = writeln!(
+            o,
+            "### {} ({n})\n\n{}:\n",
+            code(&cause),
+            if ex.len() as u64 == n {
+                count(n, "connection", "connections")
+            } else {
+                format!("{} of {n} (first, middle, last)", ex.len())
+            }
+        );
+        for (i, c) in ex.into_iter().enumerate() {
+            example(o, i, c, m, clock);
+        }
+        o.push('\n');
+    }
+}
+
+fn timeline(o: &mut String, m: &Model, opts: &ReportOptions, clock: &Clock) {
+    let _ = writeln!(o, "## Timeline\n");
+    let _ = writeln!(o, "![connection ends over time]({})\n", opts.chart_name.replace(['(', ')', ' '], "_"));
+    if m.conns.is_empty() {
+        let _ = writeln!(o, "No connection ends.\n");
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "| Time (UTC) | Cause | Closed by | Client | Client name | pid/comm | Key evidence |\n|---|---|---|---|---|---|---|"
+    );
+    for c in &m.conns {
+        let r = &c.rec;
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            clock.of(r.time),
+            cell(&c.cause),
+            closed_by(c),
+            cell(&r.client),
+            c.client_name().map(cell).unwrap_or_else(|| "—".into()),
+            closer(c),
+            c.key_evidence()
+                .map(|e| cell(&truncate(&e, CELL_MAX)))
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
+    o.push('\n');
+}
+
+fn proc_line(p: &ProcEvt) -> String {
+    let who = |comm: &str, pid: Option<u64>| match pid {
+        Some(pid) => format!("{} (pid {pid})", code(comm)),
+        None => code(comm),
+    };
+    let target = who(&p.comm, p.pid);
+    let redis = if p.redis { ", a traced Redis" } else { "" };
+    match (p.event.as_str(), &p.signal, &p.oom) {
+        ("oom_kill", _, o) => {
+            let mut s = format!("**OOM kill** of {target}{redis}");
+            if let Some(o) = o {
+                if let Some(kb) = o.anon_rss_kb {
+                    let _ = write!(s, ", anon-rss {} MB", kb / 1024);
+                }
+                if let Some(by) = &o.invoked_by {
+                    let _ = write!(s, ", OOM killer run by {}", who(&by.comm, by.pid));
+                }
+            }
+            s
+        }
+        ("signal", Some(sig), _) => {
+            let mut s = format!("**{}** to {target}{redis}", plain(&sig.name));
+            if let Some(from) = &sig.sender {
+                let _ = write!(s, " from {}", who(&from.comm, from.pid));
+            }
+            if !sig.origin.is_empty() {
+                let _ = write!(s, " ({})", plain(&sig.origin));
+            }
+            if !sig.result.is_empty() && sig.result != "delivered" {
+                let _ = write!(s, ", {}", plain(&sig.result));
+            }
+            s
+        }
+        ("exit", _, _) => format!("**exit** of {target}{redis}"),
+        (other, _, _) => format!("{} of {target}{redis}", plain(other)),
+    }
+}
+
+fn status_line(s: &Status) -> Option<String> {
+    let port = s.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+    match s.status.as_str() {
+        "connected" if s.restarted => Some(format!(
+            "**Redis restarted** on port {port}: now pid {}{}",
+            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            s.uptime_s
+                .map(|u| format!(", up {}", span(Duration::from_secs(u))))
+                .unwrap_or_default()
+        )),
+        "connected" => Some(format!(
+            "redis-trace reached Redis on port {port}{}",
+            s.version
+                .as_deref()
+                .map(|v| format!(" ({})", code(v)))
+                .unwrap_or_default()
+        )),
+        "unavailable" => Some(format!(
+            "Redis on port {port} unavailable to redis-trace: {}",
+            s.error.as_deref().map(code).unwrap_or_else(|| "no reason given".into())
+        )),
+        _ => None,
+    }
+}
+
+fn events(o: &mut String, m: &Model, clock: &Clock) {
+    let mut rows: Vec<(Option<SystemTime>, usize, String)> = Vec::new();
+    for p in &m.procs {
+        rows.push((p.time, p.cap, proc_line(p)));
+    }
+    for s in &m.statuses {
+        if let Some(l) = status_line(s) {
+            rows.push((s.time, s.host, l));
+        }
+    }
+    let _ = writeln!(o, "## Process events and Redis status\n");
+    if rows.is_empty() {
+        let _ = writeln!(o, "None.\n");
+        return;
+    }
+    rows.sort_by_key(|r| (r.0.is_none(), r.0));
+    for (t, cap, line) in rows {
+        let host = if m.caps.len() > 1 {
+            format!(" (on {})", code(&m.caps[cap].host))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "- {} {line}{host}", clock.of(t));
+    }
+    o.push('\n');
+}
+
+fn resets(o: &mut String, m: &Model, clock: &Clock) {
+    if m.resets.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Other RSTs\n\n{} not part of a connection's first close (sent to a port with no \
+         socket, or on a connection already reported, such as a client writing into a \
+         socket Redis closed){}.\n",
+        count(m.resets.len() as u64, "RST", "RSTs"),
+        if m.resets.len() > RESETS_MAX {
+            format!("; the first {RESETS_MAX}")
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        o,
+        "| Time (UTC) | Client | Server | Sent by | Received by | Reason | pid/comm |\n|---|---|---|---|---|---|---|"
+    );
+    for r in m.resets.iter().take(RESETS_MAX) {
+        let pc = match (r.pid, r.comm.as_deref()) {
+            (Some(p), Some(c)) => format!("{p} {}", cell(c)),
+            (Some(p), None) => p.to_string(),
+            (None, Some(c)) => cell(c),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {pc} |",
+            clock.of(r.time),
+            cell(&r.client),
+            cell(&r.server),
+            r.sent_by.as_deref().map(cell).unwrap_or_else(|| "not seen here".into()),
+            r.received_by.as_deref().map(cell).unwrap_or_else(|| "not seen here".into()),
+            r.rst_reason.as_deref().map(cell).unwrap_or_else(|| "—".into()),
+        );
+    }
+    o.push('\n');
+}
+
+pub(super) fn render(
+    m: &Model,
+    sum: &Summary,
+    findings: Option<&[Finding]>,
+    opts: &ReportOptions,
+) -> String {
+    let one_day = match (m.start, m.end) {
+        (Some(a), Some(b)) => day(a) == day(b),
+        _ => false,
+    } && m
+        .conns
+        .iter()
+        .filter_map(|c| c.rec.time)
+        .chain(m.procs.iter().filter_map(|p| p.time))
+        .all(|t| m.start.is_some_and(|a| day(a) == day(t)));
+    let clock = Clock { one_day };
+    let mut o = String::new();
+    let title_day = m.start.map(|t| format!(", {}", day(t))).unwrap_or_default();
+    let hosts: Vec<String> = m.caps.iter().map(|c| code(&c.host)).collect();
+    let _ = writeln!(
+        o,
+        "# Redis connection ends: {}{title_day}\n",
+        hosts.join(" and ")
+    );
+    warnings(&mut o, m, sum);
+    header(&mut o, m, sum, &clock);
+    o.push('\n');
+    verdict(&mut o, m, sum);
+    what_to_do(&mut o, m, sum);
+    risks(&mut o, findings);
+    evidence_by_cause(&mut o, m, sum, &clock);
+    timeline(&mut o, m, opts, &clock);
+    events(&mut o, m, &clock);
+    resets(&mut o, m, &clock);
+    let files: Vec<String> = m.caps.iter().map(|c| code(&c.file)).collect();
+    let _ = writeln!(
+        o,
+        "---\nGenerated by `redis-trace report` {} from {}. Times are UTC{}.{}",
+        env!("CARGO_PKG_VERSION"),
+        files.join(", "),
+        if clock.one_day {
+            m.start.map(|t| format!(", on {}", day(t))).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        if opts.redact {
+            " Client addresses, client names and client process names are pseudonyms \
+             (`--redact`): the same client keeps the same pseudonym throughout."
+        } else {
+            " It holds client addresses and names: share it with `--redact` where they must \
+             not appear."
+        }
+    );
+    o
+}
