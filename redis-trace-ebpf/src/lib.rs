@@ -146,6 +146,27 @@ pub struct ConnClosed {
     /// this kernel has seen, so both set means both ends live on this host; and
     /// [`conn_flags::OWN`] for redis-trace's own connections.
     pub sockets_seen: u16,
+    /// When Redis freed the client in this very close (uprobes on redis-server): the
+    /// return address of `freeClient` (who freed it) and of the function that decided to
+    /// (`freeClientAsync`'s caller when the free was deferred), both 0 when unknown.
+    pub redis_freed_from: u64,
+    pub redis_decided_in: u64,
+    /// The client's flags (`client->flags`) when that was decided, or [`NO_FLAGS`].
+    pub redis_client_flags: u64,
+}
+
+/// `client->flags` could not be read (unknown Redis version).
+pub const NO_FLAGS: u64 = u64::MAX;
+
+/// Indexes into the `REDIS_PROBES` array, set by the loader once it has attached the
+/// uprobes to redis-server (after the tracepoints, so an array rather than the config).
+pub mod redis_probes {
+    /// 1 when the uprobes are attached somewhere.
+    pub const ENABLED: u32 = 0;
+    /// Offset of `flags` in Redis's `struct client` for the traced version, or
+    /// [`super::ABSENT`] when its layout is not known.
+    pub const FLAGS_OFFSET: u32 = 1;
+    pub const LEN: u32 = 2;
 }
 
 /// Record: something happened to a socket on a traced port that does not by itself
@@ -446,7 +467,7 @@ mod pod {
 
 // Layout checks: the kernel and userspace builds must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
-const _: () = assert!(core::mem::size_of::<ConnClosed>() == 112);
+const _: () = assert!(core::mem::size_of::<ConnClosed>() == 136);
 const _: () = assert!(core::mem::size_of::<SockEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 120);
 const _: () = assert!(core::mem::offset_of!(Config, own_tgid) == 152);

@@ -14,15 +14,16 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
     },
-    macros::{map, tracepoint},
+    macros::{map, tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{ProbeContext, TracePointContext},
 };
 use redis_trace_ebpf::{
     ABSENT, AF_INET, AF_INET6, AddrLayout, Config, ConnClosed, ConnKey, ConnState, IPPROTO_TCP,
-    MAX_CONNS, MAX_PORTS, MAX_PROC_NAMES, NO_REASON, ProcEvent, RING_BYTES, SockEvent, conn_flags,
-    counter, how, kind, proc_event, side, sock_event, tcp_state,
+    MAX_CONNS, MAX_PORTS, MAX_PROC_NAMES, NO_FLAGS, NO_REASON, ProcEvent, RING_BYTES, SockEvent,
+    conn_flags, counter, how, kind, proc_event, redis_probes, side, sock_event, tcp_state,
 };
 
 /// Layouts and settings, overridden by the loader (`EbpfLoader::override_global`).
@@ -58,6 +59,45 @@ static WATCHED_PIDS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(4096, 0)
 /// their connections are left out of the output.
 #[map]
 static OWN_SOCKS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// Settings of the Redis uprobes, indexed by `redis_trace_ebpf::redis_probes`.
+#[map]
+static REDIS_PROBES: Array<u32> = Array::with_max_entries(redis_probes::LEN, 0);
+
+#[inline(always)]
+fn redis_probe_setting(index: u32) -> u32 {
+    REDIS_PROBES.get(index).copied().unwrap_or(0)
+}
+
+/// Redis's deferred frees (`freeClientAsync`): client pointer -> who decided, and the
+/// client's flags then. Consumed by the `freeClient` that follows, maybe much later.
+#[map]
+static ASYNC_FREES: LruHashMap<u64, Decision> = LruHashMap::with_max_entries(8192, 0);
+
+/// What each Redis thread is freeing right now (`freeClient`): consumed by the state
+/// change of the socket it closes, microseconds later in the same thread.
+#[map]
+static FREEING: LruHashMap<u32, Freeing> = LruHashMap::with_max_entries(1024, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Decision {
+    decided_in: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Freeing {
+    ts: u64,
+    freed_from: u64,
+    decided_in: u64,
+    flags: u64,
+}
+
+/// A free older than this is not the one behind a close (it was a client that had
+/// already closed its end, or a free without a socket).
+const FREEING_FRESH_NS: u64 = 1_000_000;
 
 /// Open connections on traced ports.
 #[map]
@@ -276,6 +316,14 @@ fn emit_closed(
     } else {
         (0, 0, [0; 16])
     };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Redis closing a client it is freeing right now, in this thread: why it frees it.
+    let freeing = if in_task && redis_probe_setting(redis_probes::ENABLED) != 0 {
+        take_freeing(tid, now)
+    } else {
+        None
+    };
     entry.write(ConnClosed {
         kind: kind::CONN_CLOSED,
         how: how_,
@@ -287,8 +335,7 @@ fn emit_closed(
         tid,
         comm,
         start_ns,
-        // SAFETY: helper without preconditions.
-        close_ns: unsafe { bpf_ktime_get_ns() },
+        close_ns: now,
         key: *key,
         family: t.family,
         old_state: old as u16,
@@ -296,6 +343,9 @@ fn emit_closed(
         sockets_seen: (flags
             & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN | conn_flags::OWN))
             as u16,
+        redis_freed_from: freeing.map_or(0, |f| f.freed_from),
+        redis_decided_in: freeing.map_or(0, |f| f.decided_in),
+        redis_client_flags: freeing.map_or(NO_FLAGS, |f| f.flags),
     });
     entry.submit(wakeup_flags());
 }
@@ -368,6 +418,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
             }
         }
         return None;
+    }
+    if new == tcp_state::LAST_ACK && redis_probe_setting(redis_probes::ENABLED) != 0 {
+        // Redis closing a client that had closed first: that free explains nothing, so
+        // it must not linger for the next close in this thread.
+        let _ = FREEING.remove(&(bpf_get_current_pid_tgid() as u32));
     }
     // Only transitions that start or end a connection matter; leave the rest early.
     let interesting = matches!(
@@ -491,6 +546,82 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// What thread `tid` was freeing, if it began within the last millisecond; consumed.
+#[inline(always)]
+fn take_freeing(tid: u32, now: u64) -> Option<Freeing> {
+    // SAFETY: plain map lookup; the value is copied out at once.
+    let f = unsafe { FREEING.get(&tid) }.copied()?;
+    let _ = FREEING.remove(&tid);
+    (now.saturating_sub(f.ts) < FREEING_FRESH_NS).then_some(f)
+}
+
+/// The caller of a uprobed function: at its first instruction the return address is
+/// the word at the stack pointer (x86_64 call convention).
+#[inline(always)]
+fn return_address(ctx: &ProbeContext) -> u64 {
+    // SAFETY: `regs` is the probe's register set; the stack word is read through the
+    // checked user-memory helper.
+    unsafe {
+        let sp = (*ctx.regs).rsp;
+        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+    }
+}
+
+/// `client->flags` of Redis's client `c`, when this Redis version's layout is known.
+#[inline(always)]
+fn client_flags(c: u64) -> u64 {
+    let off = redis_probe_setting(redis_probes::FLAGS_OFFSET);
+    if off == 0 || off >= u32::from(ABSENT) || c == 0 {
+        return NO_FLAGS;
+    }
+    // SAFETY: user memory read through the checked helper.
+    unsafe { bpf_probe_read_user((c + u64::from(off)) as *const u64) }.unwrap_or(NO_FLAGS)
+}
+
+/// `void freeClientAsync(client *c)`: Redis decided to free `c` later (output buffer
+/// limit, query buffer limit, close after reply, ...). Remember who decided.
+#[uprobe]
+pub fn redis_free_client_async(ctx: ProbeContext) -> u32 {
+    let Some(c) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    // SAFETY: plain map lookup.
+    if unsafe { ASYNC_FREES.get(&c) }.is_none() {
+        let d = Decision {
+            decided_in: return_address(&ctx),
+            flags: client_flags(c),
+        };
+        let _ = ASYNC_FREES.insert(&c, &d, 0);
+    }
+    0
+}
+
+/// `void freeClient(client *c)`: Redis frees `c` now; its socket is closed within.
+#[uprobe]
+pub fn redis_free_client(ctx: ProbeContext) -> u32 {
+    let Some(c) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let freed_from = return_address(&ctx);
+    // SAFETY: plain map lookup; the value is copied out at once.
+    let (decided_in, flags) = match unsafe { ASYNC_FREES.get(&c) }.copied() {
+        Some(d) => {
+            let _ = ASYNC_FREES.remove(&c);
+            (d.decided_in, d.flags)
+        }
+        None => (freed_from, client_flags(c)),
+    };
+    let f = Freeing {
+        // SAFETY: helper without preconditions.
+        ts: unsafe { bpf_ktime_get_ns() },
+        freed_from,
+        decided_in,
+        flags,
+    };
+    let _ = FREEING.insert(&(bpf_get_current_pid_tgid() as u32), &f, 0);
+    0
 }
 
 #[tracepoint]

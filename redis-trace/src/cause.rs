@@ -306,6 +306,10 @@ fn redis_close(
     ev: &Evidence<'_>,
     mut out: Vec<String>,
 ) -> Verdict {
+    // Redis's own decision, seen by the uprobes: the strongest evidence there is.
+    if let Some(v) = from_code_path(c, client, close, ev, &mut out) {
+        return v;
+    }
     // The Redis process itself ending explains every close around it.
     if let Some(v) = process_end(c, close, ev, &mut out) {
         return v;
@@ -364,6 +368,74 @@ fn redis_close(
         out.push(format!("Redis's log was not available: {why}"));
     }
     Verdict::new(Cause::RedisCloseUnknown, out)
+}
+
+/// The Redis function that decided to free the client (uprobes on freeClient and
+/// freeClientAsync, named from redis-server's symbols).
+fn from_code_path(
+    c: &ConnectionClosed,
+    client: Option<SocketAddr>,
+    close: SystemTime,
+    ev: &Evidence<'_>,
+    out: &mut Vec<String>,
+) -> Option<Verdict> {
+    use crate::capture::uprobes::{after_reply, meaning};
+    let p = c.redis_code_path.as_ref()?;
+    let flags = p.client_flags.as_deref().unwrap_or_default();
+    let how = if p.freed_from == p.decided_in {
+        format!("freed it from {}", p.decided_in)
+    } else {
+        format!(
+            "decided in {} and freed it later from {}",
+            p.decided_in, p.freed_from
+        )
+    };
+    let flag_note = p
+        .client_flags
+        .as_ref()
+        .filter(|f| !f.is_empty())
+        .map(|f| format!(" (client flags: {})", f.join(", ")))
+        .unwrap_or_default();
+    if let Some((what, cause)) = meaning(&p.decided_in) {
+        out.push(format!("uprobe: Redis {how}: {what}{flag_note}"));
+        let mut v = Verdict::new(cause, std::mem::take(out));
+        if cause == Cause::RedisOutputBufferLimit {
+            v.client_class = Some(if flags.contains(&"replica") {
+                "replica"
+            } else if flags.contains(&"pubsub") {
+                "pubsub"
+            } else if p.client_flags.is_some() {
+                "normal"
+            } else {
+                // Flags not readable on this version: the log or CLIENT LIST may say.
+                ev.client
+                    .map(|(e, _)| client_class(&e.flags))
+                    .unwrap_or("normal")
+            });
+        }
+        // Supporting evidence, when there is some: the log line, the entry.
+        let mut extra = Vec::new();
+        if from_log(close, client, ev, &mut extra).is_some() {
+            v.evidence
+                .extend(extra.into_iter().filter(|e| e.starts_with("Redis log:")));
+        }
+        return Some(v);
+    }
+    if after_reply(&p.decided_in) {
+        if flags.contains(&"protocol_error") {
+            out.push(format!(
+                "uprobe: Redis {how}, after its reply, with the client flagged for a protocol error{flag_note}"
+            ));
+            return Some(Verdict::new(Cause::RedisProtocolError, std::mem::take(out)));
+        }
+        out.push(format!(
+            "uprobe: Redis {how}, after its last reply to the client (the client sent QUIT, \
+             or a command that closes the connection){flag_note}"
+        ));
+        return None;
+    }
+    out.push(format!("uprobe: Redis {how}{flag_note}"));
+    None
 }
 
 /// Redis's serverCron frees a client once `now - lastinteraction > timeout`, checking
@@ -570,12 +642,17 @@ fn process_end(
 /// else explained. A counter attributes only when it alone rose, by exactly as many as
 /// there are unexplained closes: otherwise which close it explains is a guess.
 pub fn apply_counters(window: &CounterWindow, verdicts: &mut [&mut Verdict], killer: Option<&str>) {
+    // Closes whose Redis code path the uprobes saw are settled: a counter says nothing
+    // more about them (a QUIT in the same second as a CLIENT KILL stays a QUIT).
+    let seen_by_uprobe = |v: &Verdict| v.evidence.iter().any(|e| e.starts_with("uprobe:"));
     let open: Vec<usize> = verdicts
         .iter()
         .enumerate()
-        .filter(|(_, v)| v.cause == Cause::RedisCloseUnknown)
+        .filter(|(_, v)| v.cause == Cause::RedisCloseUnknown && !seen_by_uprobe(v))
         .map(|(i, _)| i)
         .collect();
+    // Increases already explained by closes of that cause in this window.
+    let already = |c: Cause| verdicts.iter().filter(|v| v.cause == c).count() as u64;
     let rose: Vec<(Cause, u64, &str)> = [
         (
             Cause::RedisClientEviction,
@@ -599,6 +676,7 @@ pub fn apply_counters(window: &CounterWindow, verdicts: &mut [&mut Verdict], kil
         ),
     ]
     .into_iter()
+    .map(|(c, d, n)| (c, d.saturating_sub(already(c)), n))
     .filter(|(_, d, _)| *d > 0)
     .collect();
     let span = match (window.from, window.to) {
@@ -710,6 +788,8 @@ mod tests {
             both_ends_local: false,
             resets: vec![],
             close_ns: 0,
+            redis_code_path: None,
+            redis_raw: (0, 0, 0),
         }
     }
 

@@ -137,6 +137,10 @@ pub struct CaptureArgs {
     /// Use kernel evidence only: do not connect to Redis.
     #[arg(long, conflicts_with_all = ["redis_url", "password_file"])]
     pub no_redis: bool,
+
+    /// Do not attach uprobes to redis-server (which of its code paths freed a client).
+    #[arg(long)]
+    pub no_uprobes: bool,
 }
 
 impl CaptureArgs {
@@ -152,6 +156,7 @@ impl CaptureArgs {
             duration: self.duration,
             json: self.json.as_deref().map(JsonTarget::parse),
             quiet: self.quiet,
+            uprobes: !self.no_uprobes,
             redis: (!self.no_redis).then(|| capture::RedisAccess {
                 url: self.redis_url.clone(),
                 password_file: self.password_file.clone(),

@@ -68,8 +68,8 @@ fn run() -> anyhow::Result<ExitCode> {
                 serde_json::to_writer_pretty(&mut out, &d)?;
                 writeln!(out)?;
             } else {
-                let color = out.is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+                let color =
+                    out.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
                 write!(out, "{}", redis_trace::diagnose::render_text(&d, color))?;
             }
             out.flush()?;

@@ -46,6 +46,8 @@ pub struct CaptureStarted {
     pub probes_unavailable: Vec<ProbeStatus>,
     /// Connections on traced ports already open at start (their start is unseen).
     pub open_connections_at_start: usize,
+    /// Uprobes on each traced redis-server: what is attached, or why not.
+    pub redis_uprobes: Vec<crate::capture::uprobes::RedisProbes>,
 }
 
 /// A RST seen around a connection's end, or later on it.
@@ -123,6 +125,23 @@ pub struct ConnectionClosed {
     /// Kernel time of the close (CLOSE_MONOTONIC ns), for joining evidence; not written.
     #[serde(skip)]
     pub close_ns: u64,
+    /// Which Redis code path freed the client, from uprobes on redis-server.
+    pub redis_code_path: Option<RedisCodePath>,
+    /// The raw addresses behind `redis_code_path` (0 when none), and the flags.
+    #[serde(skip)]
+    pub redis_raw: (u64, u64, u64),
+}
+
+/// The Redis functions behind a close, named from redis-server's own symbols.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RedisCodePath {
+    /// The function that decided to free the client.
+    pub decided_in: String,
+    /// The function that called freeClient (the same, unless the free was deferred).
+    pub freed_from: String,
+    /// Client flags set then (pubsub, replica, protocol_error, close_after_reply), when
+    /// this Redis version's layout is known.
+    pub client_flags: Option<Vec<&'static str>>,
 }
 
 /// RSTs on a traced port that are not part of a connection's end (sent to a port with no

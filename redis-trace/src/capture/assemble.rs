@@ -316,6 +316,8 @@ impl Assembler {
                 .map(|e| self.note(e))
                 .collect(),
             close_ns: c.close_ns,
+            redis_code_path: None,
+            redis_raw: (c.redis_freed_from, c.redis_decided_in, c.redis_client_flags),
         }
     }
 
@@ -414,6 +416,9 @@ mod tests {
             old_state: 1,
             new_state: 7,
             sockets_seen: 3,
+            redis_freed_from: 0,
+            redis_decided_in: 0,
+            redis_client_flags: redis_trace_ebpf::NO_FLAGS,
         }
     }
 

@@ -99,6 +99,9 @@ mod tests {
             old_state: 1,
             new_state: 4,
             sockets_seen: 1,
+            redis_freed_from: 0,
+            redis_decided_in: 0,
+            redis_client_flags: redis_trace_ebpf::NO_FLAGS,
         }
     }
 

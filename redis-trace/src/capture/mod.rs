@@ -3,8 +3,9 @@ pub mod assemble;
 pub mod decode;
 pub mod layout;
 pub mod load;
+pub mod uprobes;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -41,6 +42,8 @@ pub struct Options {
     pub quiet: bool,
     /// Where to read Redis's own view; `None` turns Redis evidence off.
     pub redis: Option<RedisAccess>,
+    /// Attach uprobes to redis-server (which code path freed each client).
+    pub uprobes: bool,
 }
 
 /// How to reach the traced Redis servers (read-only).
@@ -201,6 +204,27 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         (ports, _) = choose_ports(&opts, Some(&found))?;
     }
     load::watch_pids(&mut loaded.ebpf, &watched)?;
+    // Uprobes on each traced Redis: which of its code paths freed each client.
+    let mut redis_probes = Vec::new();
+    let mut symbols: HashMap<u32, uprobes::Symbols> = HashMap::new();
+    if opts.uprobes {
+        let mut pids: Vec<u32> = ports
+            .iter()
+            .filter_map(|p| p.process.as_ref().map(|p| p.pid))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            let (report, syms) = uprobes::attach(&mut loaded.ebpf, pid);
+            if let Some(why) = &report.unavailable {
+                eprintln!("redis-trace: warning: no uprobes on redis-server pid {pid}: {why}");
+            }
+            if let Some(s) = syms {
+                symbols.insert(pid, s);
+            }
+            redis_probes.push(report);
+        }
+    }
     for p in &ports {
         match &p.process {
             Some(pr) => eprintln!(
@@ -251,6 +275,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         probes_attached: loaded.attached.clone(),
         probes_unavailable: loaded.unavailable.clone(),
         open_connections_at_start: open_at_start,
+        redis_uprobes: redis_probes,
     };
     // Every probe is live now: scripts may wait for this line.
     writers.json(&begin)?;
@@ -321,7 +346,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         }
         .drain(ring.get_mut())?;
         assembler.flush(monotonic_ns(), &mut out);
-        write_assembled(&mut out, &mut enricher, &mut writers, &mut counts)?;
+        write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
         write_status(enricher.poll_sources(), &mut writers)?;
         write_closed(enricher.release(false), &mut writers, &mut counts)?;
         writers.flush()?;
@@ -346,7 +371,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     }
     .drain(ring.get_mut())?;
     assembler.flush(u64::MAX, &mut out);
-    write_assembled(&mut out, &mut enricher, &mut writers, &mut counts)?;
+    write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
     // Redis-side closes wait for the poll after them: give it its moment, bounded.
     let until = Instant::now() + Duration::from_millis(1500);
     while enricher.held() > 0 && Instant::now() < until {
@@ -424,13 +449,15 @@ impl Sinks<'_> {
 /// written at once.
 fn write_assembled(
     out: &mut Vec<Assembled>,
+    symbols: &HashMap<u32, uprobes::Symbols>,
     enricher: &mut Enricher,
     writers: &mut Writers,
     counts: &mut Counts,
 ) -> Result<()> {
     for a in out.drain(..) {
         match a {
-            Assembled::Closed(c) => {
+            Assembled::Closed(mut c) => {
+                c.redis_code_path = code_path(&c, symbols);
                 let ns = c.close_ns;
                 enricher.push(c, ns);
             }
@@ -457,6 +484,33 @@ fn write_closed(
         writers.text(&line)?;
     }
     Ok(())
+}
+
+/// Names the Redis functions behind a close from the closing process's own symbols.
+fn code_path(
+    c: &ConnectionClosed,
+    symbols: &HashMap<u32, uprobes::Symbols>,
+) -> Option<crate::record::RedisCodePath> {
+    let (freed_from, decided_in, flags) = c.redis_raw;
+    if decided_in == 0 {
+        return None;
+    }
+    let syms = symbols.get(&c.pid?)?;
+    let name = |a: u64| {
+        syms.name(a)
+            .map_or_else(|| format!("{a:#x}"), str::to_string)
+    };
+    Some(crate::record::RedisCodePath {
+        decided_in: name(decided_in),
+        freed_from: name(freed_from),
+        client_flags: (flags != redis_trace_ebpf::NO_FLAGS).then(|| {
+            uprobes::describe_flags(flags)
+                .into_iter()
+                .filter(|(_, set)| *set)
+                .map(|(n, _)| n)
+                .collect()
+        }),
+    })
 }
 
 /// The live status line: elapsed, connections ended, the top causes, lost events.

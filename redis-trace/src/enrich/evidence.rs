@@ -319,7 +319,8 @@ impl Enricher {
                             s.pids.push(p);
                         }
                         // The counters' baseline: this INFO (a restart resets them).
-                        s.last_counters = Some((monotonic_ns(), SystemTime::now(), counters(&info)));
+                        s.last_counters =
+                            Some((monotonic_ns(), SystemTime::now(), counters(&info)));
                         if s.log.is_none() || restarted {
                             s.open_log();
                         }
@@ -387,7 +388,9 @@ impl Enricher {
         loop {
             out.extend(self.poll_sources());
             let ready = self.servers.iter().all(|s| {
-                s.poller.is_none() || (s.connected && s.last_clients_mono > 0) || (!s.connected && s.heard)
+                s.poller.is_none()
+                    || (s.connected && s.last_clients_mono > 0)
+                    || (!s.connected && s.heard)
             });
             if ready || std::time::Instant::now() >= end {
                 return out;

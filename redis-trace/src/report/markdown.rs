@@ -77,7 +77,12 @@ fn cell(s: &str) -> String {
 fn plain(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in visible(s).chars() {
-        if c.is_ascii_punctuation() && !matches!(c, '.' | ',' | ':' | ';' | '\'' | '"' | '/' | '%' | '=' | '?' | '-' | '(' | ')') {
+        if c.is_ascii_punctuation()
+            && !matches!(
+                c,
+                '.' | ',' | ':' | ';' | '\'' | '"' | '/' | '%' | '=' | '?' | '-' | '(' | ')'
+            )
+        {
             out.push('\\');
         }
         out.push(c);
@@ -85,13 +90,17 @@ fn plain(s: &str) -> String {
     out
 }
 
+/// At most `max` characters: the head and the tail, where a log line says what happened.
 fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
+    let n = s.chars().count();
+    if n <= max {
         return s.to_string();
     }
-    let mut t: String = s.chars().take(max).collect();
-    t.push('…');
-    t
+    let head = max * 5 / 9;
+    let tail = max - head - 3;
+    let h: String = s.chars().take(head).collect();
+    let t: String = s.chars().skip(n - tail).collect();
+    format!("{} … {}", h.trim_end(), t.trim_start())
 }
 
 fn hms(t: SystemTime) -> String {
@@ -101,7 +110,11 @@ fn hms(t: SystemTime) -> String {
 
 fn full(t: SystemTime) -> String {
     let s = humantime::format_rfc3339_millis(t).to_string();
-    format!("{} {}", s.get(..10).unwrap_or(""), s.get(11..23).unwrap_or(&s))
+    format!(
+        "{} {}",
+        s.get(..10).unwrap_or(""),
+        s.get(11..23).unwrap_or(&s)
+    )
 }
 
 fn day(t: SystemTime) -> String {
@@ -124,14 +137,19 @@ impl Clock {
     }
 }
 
+/// A duration to the precision people read: "14 days 2 h", "6 min 52 s", "2.7 s".
 fn span(d: Duration) -> String {
-    let secs = d.as_secs();
-    let rounded = if secs >= 60 {
-        Duration::from_secs(secs)
-    } else {
-        Duration::from_millis(d.as_millis() as u64)
-    };
-    humantime::format_duration(rounded).to_string()
+    let s = d.as_secs();
+    let (days, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match s {
+        0..60 => format!("{:.1} s", d.as_secs_f64()),
+        60..3600 if sec == 0 => format!("{m} min"),
+        60..3600 => format!("{m} min {sec} s"),
+        3600..86400 if m == 0 => format!("{h} h"),
+        3600..86400 => format!("{h} h {m} min"),
+        _ if h == 0 => count(days, "day", "days"),
+        _ => format!("{} {h} h", count(days, "day", "days")),
+    }
 }
 
 fn duration_ms(ms: f64) -> String {
@@ -173,10 +191,9 @@ fn verdict_clause(cause: &str, conns: &[&Conn]) -> String {
                     .as_ref()
                     .map(|l| format!(" ({})", code(l)))
                     .unwrap_or_default();
-                return format!(
-                    "Redis closed {} for the output buffer limit{limit}",
-                    class_words(class, *n)
-                );
+                let who = class_words(class, *n);
+                let who = if *n == 1 { format!("a {who}") } else { who };
+                return format!("Redis closed {who} for the output buffer limit{limit}");
             }
             let parts: Vec<String> = classes
                 .iter()
@@ -208,7 +225,10 @@ fn verdict_clause(cause: &str, conns: &[&Conn]) -> String {
             }
         }
         "redis_client_kill" | "redis_killed" => {
-            let mut killers: Vec<&str> = conns.iter().filter_map(|c| c.rec.killer.as_deref()).collect();
+            let mut killers: Vec<&str> = conns
+                .iter()
+                .filter_map(|c| c.rec.killer.as_deref())
+                .collect();
             killers.sort_unstable();
             killers.dedup();
             match killers.as_slice() {
@@ -340,7 +360,10 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
             Some(ok) => {
                 let mut t = format!(
                     "port {port}{host}: Redis {}",
-                    ok.version.as_deref().map(code).unwrap_or_else(|| "?".into())
+                    ok.version
+                        .as_deref()
+                        .map(code)
+                        .unwrap_or_else(|| "?".into())
                 );
                 if let Some(p) = ok.pid {
                     let _ = write!(t, ", pid {p}");
@@ -360,7 +383,10 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
             }
             None => parts.push(format!(
                 "port {port}{host}: unavailable ({})",
-                s.error.as_deref().map(code).unwrap_or_else(|| "no reason given".into())
+                s.error
+                    .as_deref()
+                    .map(code)
+                    .unwrap_or_else(|| "no reason given".into())
             )),
         }
     }
@@ -384,7 +410,12 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
     );
     let _ = writeln!(o, "| | |\n|---|---|");
     if let [c] = m.caps.as_slice() {
-        let _ = writeln!(o, "| Host | {}, kernel {} |", code(&c.host), code(&c.kernel));
+        let _ = writeln!(
+            o,
+            "| Host | {}, kernel {} |",
+            code(&c.host),
+            code(&c.kernel)
+        );
         let _ = writeln!(o, "| Redis | {} |", redis_line(m, clock));
         let ended = c
             .ended
@@ -392,7 +423,11 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
             .and_then(|e| e.ended_by.as_deref())
             .map(|b| format!(", ended by {}", code(b)))
             .unwrap_or_else(|| ", **did not end cleanly**".into());
-        let _ = writeln!(o, "| Capture window | {}{ended} |", window_of(c.start, c.end));
+        let _ = writeln!(
+            o,
+            "| Capture window | {}{ended} |",
+            window_of(c.start, c.end)
+        );
         let _ = writeln!(o, "| Ports | {} |", ports_of(c));
         let _ = writeln!(o, "| Probes unavailable | {} |", probes_of(c));
         let _ = writeln!(
@@ -421,7 +456,11 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
             sum.lost_events.to_string()
         }
     );
-    let _ = writeln!(o, "| Report by | redis-trace {} |", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        o,
+        "| Report by | redis-trace {} |",
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(
         o,
         "\n| Capture | Host | Kernel | Window | Ports | Tool | Probes unavailable | Lost events |\n|---|---|---|---|---|---|---|---|"
@@ -456,7 +495,11 @@ fn verdict(o: &mut String, m: &Model, sum: &Summary) {
         let _ = writeln!(
             o,
             "No connection ended on the traced ports during the capture{}.\n",
-            if m.procs.is_empty() { "" } else { " (process events are listed below)" }
+            if m.procs.is_empty() {
+                ""
+            } else {
+                " (process events are listed below)"
+            }
         );
         return;
     }
@@ -470,9 +513,9 @@ fn verdict(o: &mut String, m: &Model, sum: &Summary) {
             } else {
                 format!("{n} of {} connection ends", sum.connections)
             };
-            format!("**{lead}**: {clause} ({}).", code(cause))
+            format!("**{lead}** ({}): {clause}.", code(cause))
         } else {
-            format!("**{n}**: {clause} ({}).", code(cause))
+            format!("**{n}** ({}): {clause}.", code(cause))
         };
         sentences.push(s);
     }
@@ -519,7 +562,11 @@ fn what_to_do(o: &mut String, m: &Model, sum: &Summary) {
                 .flat_map(|c| c.rec.evidence.iter())
                 .find_map(|e| output_limit(e))
         {
-            let _ = write!(extra, " The limit in force: {}.", code(&format!("client-output-buffer-limit {l}")));
+            let _ = write!(
+                extra,
+                " The limit in force: {}.",
+                code(&format!("client-output-buffer-limit {l}"))
+            );
         }
         if cause == "redis_idle_timeout"
             && let Some(t) = conns
@@ -543,7 +590,10 @@ fn risks(o: &mut String, findings: Option<&[Finding]>) {
     let _ = writeln!(o, "## Risk findings\n");
     match findings {
         None => {
-            let _ = writeln!(o, "Not checked: no risk diagnosis was run for this report.\n");
+            let _ = writeln!(
+                o,
+                "Not checked: no risk diagnosis was run for this report.\n"
+            );
         }
         Some([]) => {
             let _ = writeln!(o, "Checked: no risks found.\n");
@@ -578,10 +628,15 @@ fn closer(c: &Conn) -> String {
 fn closed_by(c: &Conn) -> String {
     let r = &c.rec;
     let mut s = c.closed_by.clone();
+    // A middlebox's RST only looks like it came from an end.
+    let side = r
+        .closed_by_side
+        .as_ref()
+        .filter(|_| c.cause != "middlebox_reset");
     let how: Vec<String> = [
-        r.closed_by_side.as_ref().map(|x| format!("{x} end")),
-        r.packet.clone(),
-        r.rst_reason.clone(),
+        side.map(|x| format!("{} end", plain(x))),
+        r.packet.as_deref().map(plain),
+        r.rst_reason.as_deref().map(cell),
         (r.kernel_event == "timeout").then(|| "kernel timeout".into()),
     ]
     .into_iter()
@@ -607,7 +662,12 @@ fn example(o: &mut String, i: usize, c: &Conn, m: &Model, clock: &Clock) {
     if let Some(n) = c.client_name() {
         let _ = write!(line, " ({})", code(n));
     }
-    let _ = write!(line, " → server {} · closed by {}", code(&r.server), closed_by(c));
+    let _ = write!(
+        line,
+        " → server {} · closed by {}",
+        code(&r.server),
+        closed_by(c)
+    );
     if let (Some(p), Some(n)) = (r.pid, r.comm.as_deref()) {
         let _ = write!(line, " · {} pid {p}", code(n));
     }
@@ -664,7 +724,11 @@ fn evidence_by_cause(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
 
 fn timeline(o: &mut String, m: &Model, opts: &ReportOptions, clock: &Clock) {
     let _ = writeln!(o, "## Timeline\n");
-    let _ = writeln!(o, "![connection ends over time]({})\n", opts.chart_name.replace(['(', ')', ' '], "_"));
+    let _ = writeln!(
+        o,
+        "![connection ends over time]({})\n",
+        opts.chart_name.replace(['(', ')', ' '], "_")
+    );
     if m.conns.is_empty() {
         let _ = writeln!(o, "No connection ends.\n");
         return;
@@ -697,11 +761,14 @@ fn proc_line(p: &ProcEvt) -> String {
         Some(pid) => format!("{} (pid {pid})", code(comm)),
         None => code(comm),
     };
-    let target = who(&p.comm, p.pid);
-    let redis = if p.redis { ", a traced Redis" } else { "" };
+    let target = match (p.pid, p.redis) {
+        (Some(pid), true) => format!("{} (pid {pid}, the traced Redis)", code(&p.comm)),
+        (None, true) => format!("{} (the traced Redis)", code(&p.comm)),
+        _ => who(&p.comm, p.pid),
+    };
     match (p.event.as_str(), &p.signal, &p.oom) {
         ("oom_kill", _, o) => {
-            let mut s = format!("**OOM kill** of {target}{redis}");
+            let mut s = format!("**OOM kill** of {target}");
             if let Some(o) = o {
                 if let Some(kb) = o.anon_rss_kb {
                     let _ = write!(s, ", anon-rss {} MB", kb / 1024);
@@ -713,7 +780,7 @@ fn proc_line(p: &ProcEvt) -> String {
             s
         }
         ("signal", Some(sig), _) => {
-            let mut s = format!("**{}** to {target}{redis}", plain(&sig.name));
+            let mut s = format!("**{}** to {target}", plain(&sig.name));
             if let Some(from) = &sig.sender {
                 let _ = write!(s, " from {}", who(&from.comm, from.pid));
             }
@@ -725,8 +792,8 @@ fn proc_line(p: &ProcEvt) -> String {
             }
             s
         }
-        ("exit", _, _) => format!("**exit** of {target}{redis}"),
-        (other, _, _) => format!("{} of {target}{redis}", plain(other)),
+        ("exit", _, _) => format!("**exit** of {target}"),
+        (other, _, _) => format!("{} of {target}", plain(other)),
     }
 }
 
@@ -749,7 +816,10 @@ fn status_line(s: &Status) -> Option<String> {
         )),
         "unavailable" => Some(format!(
             "Redis on port {port} unavailable to redis-trace: {}",
-            s.error.as_deref().map(code).unwrap_or_else(|| "no reason given".into())
+            s.error
+                .as_deref()
+                .map(code)
+                .unwrap_or_else(|| "no reason given".into())
         )),
         _ => None,
     }
@@ -815,9 +885,18 @@ fn resets(o: &mut String, m: &Model, clock: &Clock) {
             clock.of(r.time),
             cell(&r.client),
             cell(&r.server),
-            r.sent_by.as_deref().map(cell).unwrap_or_else(|| "not seen here".into()),
-            r.received_by.as_deref().map(cell).unwrap_or_else(|| "not seen here".into()),
-            r.rst_reason.as_deref().map(cell).unwrap_or_else(|| "—".into()),
+            r.sent_by
+                .as_deref()
+                .map(cell)
+                .unwrap_or_else(|| "not seen here".into()),
+            r.received_by
+                .as_deref()
+                .map(cell)
+                .unwrap_or_else(|| "not seen here".into()),
+            r.rst_reason
+                .as_deref()
+                .map(cell)
+                .unwrap_or_else(|| "—".into()),
         );
     }
     o.push('\n');
@@ -864,7 +943,9 @@ pub(super) fn render(
         env!("CARGO_PKG_VERSION"),
         files.join(", "),
         if clock.one_day {
-            m.start.map(|t| format!(", on {}", day(t))).unwrap_or_default()
+            m.start
+                .map(|t| format!(", on {}", day(t)))
+                .unwrap_or_default()
         } else {
             String::new()
         },

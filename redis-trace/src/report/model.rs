@@ -203,7 +203,7 @@ pub(super) struct Rec {
 
 impl Rec {
     fn parse(cap: usize, v: &Value) -> Self {
-        let ev = v
+        let ev: Vec<String> = v
             .get("evidence")
             .and_then(Value::as_array)
             .map(|a| {
@@ -228,6 +228,20 @@ impl Rec {
             })
             .unwrap_or_default();
         let rc = v.get("redis_client").filter(|r| r.is_object());
+        let client = s(v, "client").unwrap_or_default();
+        // Without a CLIENT LIST entry, the name Redis's log gave this very client.
+        let logged_name = || {
+            let at = format!("addr={client} ");
+            ev.iter()
+                .filter(|e| e.contains(&at))
+                .find_map(|e| e.split(" name=").nth(1)?.split(' ').next())
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+        };
+        let client_name = rc
+            .and_then(|r| s(r, "name"))
+            .filter(|n| !n.is_empty())
+            .or_else(logged_name);
         Self {
             cap,
             time: time_of(v),
@@ -235,9 +249,9 @@ impl Rec {
             evidence: ev,
             client_class: s(v, "client_class"),
             killer: s(v, "killer"),
-            client_name: rc.and_then(|r| s(r, "name")).filter(|n| !n.is_empty()),
+            client_name,
             server: s(v, "server").unwrap_or_default(),
-            client: s(v, "client").unwrap_or_default(),
+            client,
             closed_by_side: s(v, "closed_by_side"),
             packet: s(v, "packet"),
             pid: u(v, "pid"),
@@ -371,7 +385,11 @@ fn cap_info(c: &Capture) -> CapInfo {
     let attached: Vec<String> = st
         .get("probes_attached")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let ended_rec = c
         .records
@@ -536,10 +554,7 @@ impl Model {
                         pid: u(v, "pid"),
                         version: s(v, "version"),
                         uptime_s: u(v, "uptime_s"),
-                        restarted: v
-                            .get("restarted")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false),
+                        restarted: v.get("restarted").and_then(Value::as_bool).unwrap_or(false),
                         error: s(v, "error"),
                         log_readable: v.get("log_readable").and_then(Value::as_bool),
                     }),
@@ -591,6 +606,11 @@ impl Model {
         }
         let mut conns: Vec<Conn> = groups.into_iter().map(|g| merge(g, &caps)).collect();
         conns.sort_by_key(|c| by_time(c.rec.time));
+        for c in &mut conns {
+            if let Some(n) = process_note(c, &procs) {
+                c.notes.push(n);
+            }
+        }
 
         let start = caps.iter().filter_map(|c| c.start).min();
         let end = caps.iter().filter_map(|c| c.end).max();
@@ -623,6 +643,34 @@ impl Model {
             middlebox_proven: self.conns.iter().filter(|c| c.middlebox_proven).count() as u64,
         }
     }
+}
+
+/// A client-side close right after its process was OOM-killed, killed or exited: the
+/// kernel event that explains the client's RST or FIN. (Redis's own end is in the cause.)
+fn process_note(c: &Conn, procs: &[ProcEvt]) -> Option<String> {
+    let r = &c.rec;
+    if !r.closer_is_client() {
+        return None;
+    }
+    let (pid, t) = (r.pid?, r.time?);
+    let p = procs
+        .iter()
+        .filter(|p| p.cap == r.cap && p.pid == Some(pid))
+        .filter(|p| p.event == "oom_kill" || p.event == "exit" || p.is_fatal_signal())
+        .find(|p| {
+            p.time
+                .is_some_and(|pt| (0.0..=1.0).contains(&secs_between(pt, t)))
+        })?;
+    let what = match (p.event.as_str(), &p.signal) {
+        ("oom_kill", _) => "the OOM killer chose".to_string(),
+        ("signal", Some(s)) => format!("{} was sent to", s.name),
+        _ => "exit of".to_string(),
+    };
+    let ms = p.time.map(|pt| secs_between(pt, t) * 1000.0).unwrap_or(0.0);
+    Some(format!(
+        "kernel: {what} {} (pid {pid}) {ms:.1} ms before this close",
+        p.comm
+    ))
 }
 
 /// Causes by count, most first; ties in the order of `Cause::ALL` (Redis's own first).
@@ -741,7 +789,10 @@ fn middlebox_proof(recs: &[&Rec], resets: &[Reset], caps: &[CapInfo]) -> (bool, 
             let Some(c) = caps.get(w) else { continue };
             let mut why_not = Vec::new();
             if !c.sees_sent_resets {
-                why_not.push("tcp:tcp_send_reset was not attached there, so a RST it sent would be unseen".to_string());
+                why_not.push(
+                    "tcp:tcp_send_reset was not attached there, so a RST it sent would be unseen"
+                        .to_string(),
+                );
             }
             match &c.ended {
                 None => why_not.push(

@@ -49,7 +49,10 @@ fn replace_tokens(s: &str, pairs: &[(&str, &str)]) -> String {
         let mut rest = out.as_str();
         let mut prev: Option<char> = None;
         while let Some(i) = rest.find(from) {
-            let before = rest[..i].chars().next_back().or(if i == 0 { prev } else { None });
+            let before = rest[..i]
+                .chars()
+                .next_back()
+                .or(if i == 0 { prev } else { None });
             let after = rest[i + from.len()..].chars().next();
             let ok = (!need_left || !before.is_some_and(is_word))
                 && (!need_right || !after.is_some_and(is_word));
@@ -90,7 +93,11 @@ impl Redactor {
             comms: HashMap::new(),
             cap_hosts: HashMap::new(),
         };
-        let recs = || m.conns.iter().flat_map(|c| std::iter::once(&c.rec).chain(&c.others));
+        let recs = || {
+            m.conns
+                .iter()
+                .flat_map(|c| std::iter::once(&c.rec).chain(&c.others))
+        };
         let servers = recs()
             .map(|r| r.server.as_str())
             .chain(m.resets.iter().map(|r| r.server.as_str()));
@@ -279,7 +286,10 @@ impl Redactor {
                 && let Ok(v6) = s[i + 1..i + 1 + close].parse::<Ipv6Addr>()
             {
                 let end = i + 1 + close + 1;
-                let ip = v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6));
+                let ip = v6
+                    .to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(v6));
                 let (port, end) = match port_at(end) {
                     Some((p, e)) => (Some(p), e),
                     None => (None, end),

@@ -65,11 +65,15 @@ fn clock(t: SystemTime, with_ms: bool) -> String {
 /// A bucket length that reads well: 1 s, 2 s, 5 s, 10 s, ... 1 day.
 fn bucket_len(window_s: f64) -> f64 {
     const NICE: [f64; 22] = [
-        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0,
-        1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 604800.0,
+        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
+        3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 604800.0,
     ];
-    let want = window_s / BUCKETS;
-    NICE.iter().copied().find(|b| *b >= want).unwrap_or(604800.0)
+    // Up to 10% more buckets than asked, so that a 10 min capture gets 10 s buckets.
+    let want = window_s / BUCKETS / 1.1;
+    NICE.iter()
+        .copied()
+        .find(|b| *b >= want)
+        .unwrap_or(604800.0)
 }
 
 fn bucket_words(b: f64) -> String {
@@ -131,7 +135,11 @@ fn markers(m: &Model) -> Vec<Marker> {
             if oom_kill {
                 continue;
             }
-            let sig = p.signal.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let sig = p
+                .signal
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
             let from = p
                 .signal
                 .as_ref()
@@ -211,7 +219,10 @@ pub(super) fn render(m: &Model) -> String {
     let epoch = |t: SystemTime| secs_between(SystemTime::UNIX_EPOCH, t);
     let first = (epoch(start) / b).floor() * b;
     let n = (((epoch(end) - first) / b).floor() as usize + 1).max(1);
-    let at = |k: f64| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(k.max(0.0));
+    // To the millisecond: bucket edges are round, f64 sums are not.
+    let at = |k: f64| {
+        SystemTime::UNIX_EPOCH + Duration::from_millis((k.max(0.0) * 1000.0).round() as u64)
+    };
     let mut counts: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); n];
     let mut by_cause: BTreeMap<String, u64> = BTreeMap::new();
     for c in &m.conns {
@@ -221,14 +232,18 @@ pub(super) fn render(m: &Model) -> String {
         *by_cause.entry(c.cause.clone()).or_default() += 1;
     }
     let order: Vec<(String, u64)> = ranked_causes(&by_cause);
-    let max = counts.iter().map(|c| c.values().sum::<u64>()).max().unwrap_or(0).max(1);
+    let max = counts
+        .iter()
+        .map(|c| c.values().sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let step = y_step(max);
     let top = max.div_ceil(step) * step;
     let y = |v: f64| Y1 - (Y1 - Y0) * v / top as f64;
     let bw = (X1 - X0) / n as f64;
     let x_of = |t: SystemTime| X0 + (epoch(t) - first) / b * bw;
 
-    let ms = b < 1.0;
     let _ = writeln!(
         o,
         "<text x=\"{X0}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Connection ends over time, per {}</text>",
@@ -236,8 +251,12 @@ pub(super) fn render(m: &Model) -> String {
     );
     let _ = writeln!(
         o,
-        "<text x=\"{X0}\" y=\"40\" fill=\"#555555\">{} → {} UTC · {} connection ends</text>",
-        xml(&humantime::format_rfc3339_millis(start).to_string()),
+        "<text x=\"{X0}\" y=\"40\" fill=\"#555555\">{} {} → {} UTC · {} connection ends</text>",
+        xml(humantime::format_rfc3339_millis(start)
+            .to_string()
+            .get(..10)
+            .unwrap_or("")),
+        xml(&clock(start, true)),
         xml(&clock(end, true)),
         times.len()
     );
@@ -265,17 +284,21 @@ pub(super) fn render(m: &Model) -> String {
         (Y0 + Y1) / 2.0,
         xml(&bucket_words(b))
     );
-    let every = n.div_ceil(8).max(1);
-    for i in (0..n).step_by(every) {
-        let xx = X0 + i as f64 * bw;
+    // Time ticks on round times, about 8 of them.
+    let tick = bucket_len(n as f64 * b * BUCKETS / 8.0 * 1.1).max(b);
+    let last = first + n as f64 * b;
+    let mut k = (first / tick).ceil() * tick;
+    while k <= last + 1e-9 {
+        let xx = X0 + (k - first) / b * bw;
         let _ = writeln!(
             o,
             "<line x1=\"{xx:.1}\" y1=\"{Y1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#333333\"/>\
              <text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555555\">{}</text>",
             Y1 + 5.0,
             Y1 + 19.0,
-            xml(&clock(at(first + i as f64 * b), ms))
+            xml(&clock(at(k), tick < 1.0))
         );
+        k += tick;
     }
     let _ = writeln!(
         o,
@@ -289,7 +312,9 @@ pub(super) fn render(m: &Model) -> String {
         let w = (bw * 0.84).max(1.0);
         let mut base = 0u64;
         for (cause, _) in &order {
-            let Some(&k) = bucket.get(cause) else { continue };
+            let Some(&k) = bucket.get(cause) else {
+                continue;
+            };
             let (y_top, y_bot) = (y((base + k) as f64), y(base as f64));
             let _ = writeln!(
                 o,
@@ -321,7 +346,11 @@ pub(super) fn render(m: &Model) -> String {
     // Legend.
     let lx = X1 + 24.0;
     let mut ly = Y0;
-    let _ = writeln!(o, "<text x=\"{lx}\" y=\"{:.1}\" font-weight=\"bold\">Cause</text>", ly - 8.0);
+    let _ = writeln!(
+        o,
+        "<text x=\"{lx}\" y=\"{:.1}\" font-weight=\"bold\">Cause</text>",
+        ly - 8.0
+    );
     for (cause, k) in &order {
         let _ = writeln!(
             o,
@@ -335,7 +364,11 @@ pub(super) fn render(m: &Model) -> String {
         ly += 18.0;
     }
     if order.is_empty() {
-        let _ = writeln!(o, "<text x=\"{lx}\" y=\"{:.1}\" fill=\"#555555\">no connection ends</text>", ly + 10.0);
+        let _ = writeln!(
+            o,
+            "<text x=\"{lx}\" y=\"{:.1}\" fill=\"#555555\">no connection ends</text>",
+            ly + 10.0
+        );
         ly += 18.0;
     }
     let mut kinds: Vec<&str> = marks.iter().map(|k| k.kind).collect();
@@ -343,7 +376,10 @@ pub(super) fn render(m: &Model) -> String {
     kinds.dedup();
     if !kinds.is_empty() {
         ly += 10.0;
-        let _ = writeln!(o, "<text x=\"{lx}\" y=\"{ly:.1}\" font-weight=\"bold\">Markers</text>");
+        let _ = writeln!(
+            o,
+            "<text x=\"{lx}\" y=\"{ly:.1}\" font-weight=\"bold\">Markers</text>"
+        );
         ly += 8.0;
         for kind in kinds {
             let (stroke, dash) = marker_style(kind);

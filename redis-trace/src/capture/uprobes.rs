@@ -1,0 +1,328 @@
+//! Uprobes on redis-server: which Redis code path freed each client.
+//!
+//! From the kernel alone an idle timeout and a CLIENT KILL are the same FIN from
+//! redis-server. Redis decides inside its own code, and the builds distributions ship
+//! export those functions (`nm -D`). Two entry probes, no return probes, and nothing on
+//! per-command paths:
+//! - `freeClient(c)`: Redis frees a client now (its socket is closed within);
+//! - `freeClientAsync(c)`: Redis decided to free it later (networking.c: output buffer
+//!   limit, query buffer limit, close after reply).
+//!
+//! The caller of each (the return address at entry) names the decision: a
+//! `freeClient` called from `clientsCronHandleTimeout` is an idle timeout, from
+//! `clientCommand` a CLIENT KILL, and so on. No struct layout is needed for that; only
+//! the client's flags (pub/sub, protocol error) are read, at an offset known per version.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf,
+    maps::Array,
+    programs::{UProbe, uprobe::UProbeScope},
+};
+use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
+use redis_trace_ebpf::{ABSENT, redis_probes};
+use serde::Serialize;
+
+/// The probed functions and the programs attached to them.
+const PROBES: [(&str, &str); 2] = [
+    ("freeClient", "redis_free_client"),
+    ("freeClientAsync", "redis_free_client_async"),
+];
+
+/// What the uprobes on one redis-server process are, for `capture_started`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisProbes {
+    pub pid: u32,
+    pub exe: String,
+    pub version: Option<String>,
+    /// Functions probed.
+    pub attached: Vec<String>,
+    /// Why not, when nothing could be attached (no dynamic symbols, unknown fork, ...).
+    pub unavailable: Option<String>,
+    /// Whether `client->flags` is read (the version's layout is known).
+    pub client_flags: bool,
+}
+
+/// Function address ranges of a running redis-server, to name return addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Symbols {
+    /// (start, end, name), sorted by start, in the process's address space.
+    funcs: Vec<(u64, u64, String)>,
+}
+
+impl Symbols {
+    /// Reads the exported functions of `pid`'s executable and where it is mapped.
+    pub fn of_process(pid: u32) -> Result<Self> {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+        let file = object::File::parse(&*data).context("parsing redis-server's ELF")?;
+        let first_load = file.segments().map(|s| s.address()).min().unwrap_or(0);
+        let real = std::fs::read_link(&exe).unwrap_or_default();
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .with_context(|| format!("reading /proc/{pid}/maps"))?;
+        // The mapping of the file's start: the load base.
+        let start = maps
+            .lines()
+            .filter(|l| l.ends_with(&*real.to_string_lossy()))
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                let range = f.next()?;
+                let _perms = f.next()?;
+                let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+                (offset == 0)
+                    .then(|| range.split('-').next())
+                    .flatten()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+            })
+            .context("the executable's mapping is not in /proc/PID/maps")?;
+        let bias = start.wrapping_sub(first_load & !0xfff);
+        let mut funcs: Vec<(u64, u64, String)> = file
+            .dynamic_symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+            .filter_map(|s| {
+                let a = bias.wrapping_add(s.address());
+                Some((a, a + s.size(), s.name().ok()?.to_string()))
+            })
+            .collect();
+        funcs.sort();
+        Ok(Self { funcs })
+    }
+
+    #[cfg(test)]
+    pub fn from_list(mut funcs: Vec<(u64, u64, String)>) -> Self {
+        funcs.sort();
+        Self { funcs }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.funcs.iter().any(|(_, _, n)| n == name)
+    }
+
+    /// The function containing `addr`.
+    pub fn name(&self, addr: u64) -> Option<&str> {
+        let i = self.funcs.partition_point(|(s, _, _)| *s <= addr);
+        let (s, e, n) = self.funcs.get(i.checked_sub(1)?)?;
+        (*s <= addr && addr < *e).then_some(n.as_str())
+    }
+}
+
+/// `redis-server --version` of the running binary: "Redis server v=7.0.15 sha=...".
+fn version(pid: u32) -> Option<String> {
+    let mut child = Command::new(format!("/proc/{pid}/exe"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let end = Instant::now() + Duration::from_secs(2);
+    while child.try_wait().ok()?.is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+    out.lines().next().map(str::to_string)
+}
+
+/// Offset of `flags` in `struct client`: Redis 7.0 to 7.4 begin it with `uint64_t id;
+/// uint64_t flags;` (server.h). Other versions and forks: unknown, not read.
+pub fn client_flags_offset(version_line: &str) -> Option<u16> {
+    let v = version_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))?;
+    let redis = version_line.starts_with("Redis server");
+    let major_minor: Vec<u32> = v
+        .split('.')
+        .take(2)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    match (redis, major_minor.as_slice()) {
+        (true, [7, 0 | 2 | 4]) => Some(8),
+        _ => None,
+    }
+}
+
+/// Attaches the uprobes to `pid`'s executable, scoped to that process.
+pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<Symbols>) {
+    let exe = format!("/proc/{pid}/exe");
+    let mut report = RedisProbes {
+        pid,
+        exe: std::fs::read_link(&exe)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| exe.clone()),
+        version: None,
+        attached: Vec::new(),
+        unavailable: None,
+        client_flags: false,
+    };
+    let symbols = match Symbols::of_process(pid) {
+        Ok(s) => s,
+        Err(e) => {
+            report.unavailable = Some(format!("{e:#}"));
+            return (report, None);
+        }
+    };
+    let missing: Vec<&str> = PROBES
+        .iter()
+        .map(|(f, _)| *f)
+        .filter(|f| !symbols.has(f))
+        .collect();
+    if !missing.is_empty() {
+        report.unavailable = Some(format!(
+            "{} does not export {} (stripped of its dynamic symbols, or not a Redis this \
+             tool knows): causes rest on kernel, Redis and log evidence",
+            report.exe,
+            missing.join(", ")
+        ));
+        return (report, None);
+    }
+    report.version = version(pid);
+    let offset = report.version.as_deref().and_then(client_flags_offset);
+    for (func, program) in PROBES {
+        if let Err(e) = attach_one(ebpf, program, func, &exe, pid) {
+            report.unavailable = Some(format!("attaching to {func}: {e:#}"));
+            return (report, None);
+        }
+        report.attached.push(func.to_string());
+    }
+    if let Err(e) = enable(ebpf, offset) {
+        report.unavailable = Some(format!("{e:#}"));
+        return (report, None);
+    }
+    report.client_flags = offset.is_some();
+    (report, Some(symbols))
+}
+
+fn attach_one(ebpf: &mut Ebpf, program: &str, func: &str, exe: &str, pid: u32) -> Result<()> {
+    let prog: &mut UProbe = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load().with_context(|| format!("loading {program}"))?;
+    }
+    let Some(pid_nz) = std::num::NonZeroU32::new(pid) else {
+        bail!("pid 0");
+    };
+    prog.attach(func, Path::new(exe), UProbeScope::OneProcess(pid_nz))
+        .with_context(|| format!("uprobe on {func} in {exe}"))?;
+    Ok(())
+}
+
+fn enable(ebpf: &mut Ebpf, flags_offset: Option<u16>) -> Result<()> {
+    let mut cfg: Array<_, u32> = Array::try_from(
+        ebpf.map_mut("REDIS_PROBES")
+            .context("map REDIS_PROBES missing")?,
+    )?;
+    cfg.set(redis_probes::ENABLED, 1, 0)?;
+    // Version-specific, so it is the same for every traced Redis or not used.
+    cfg.set(
+        redis_probes::FLAGS_OFFSET,
+        u32::from(flags_offset.unwrap_or(ABSENT)),
+        0,
+    )?;
+    Ok(())
+}
+
+/// What a deciding function means, in an operator's words, and the cause it proves.
+pub fn meaning(func: &str) -> Option<(&'static str, crate::cause::Cause)> {
+    use crate::cause::Cause::*;
+    Some(match func {
+        "clientsCronHandleTimeout" => ("its idle-timeout check (serverCron)", RedisIdleTimeout),
+        "closeClientOnOutputBufferLimitReached" => {
+            ("its output buffer limit check", RedisOutputBufferLimit)
+        }
+        "clientCommand" | "clientKillCommand" => ("CLIENT KILL", RedisClientKill),
+        "evictClients" => (
+            "client eviction under maxmemory-clients",
+            RedisClientEviction,
+        ),
+        "readQueryFromClient" => ("its query buffer limit check", RedisQueryBufferLimit),
+        "prepareForShutdown" | "finishShutdown" => ("its shutdown", RedisShutdown),
+        _ => return None,
+    })
+}
+
+/// Functions that free a client after its last reply: QUIT, or a protocol error.
+pub fn after_reply(func: &str) -> bool {
+    matches!(
+        func,
+        "writeToClient"
+            | "_writeToClient"
+            | "handleClientsWithPendingWrites"
+            | "sendReplyToClient"
+            | "handleClientsWithPendingWritesUsingThreads"
+    )
+}
+
+/// Redis 7 client flags worth naming (server.h).
+pub fn describe_flags(flags: u64) -> BTreeMap<&'static str, bool> {
+    let mut m = BTreeMap::new();
+    m.insert("replica", flags & 1 != 0);
+    m.insert("master", flags & (1 << 1) != 0);
+    m.insert("close_after_reply", flags & (1 << 6) != 0);
+    m.insert("pubsub", flags & (1 << 18) != 0);
+    m.insert("protocol_error", flags & (1 << 39) != 0);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_addresses_inside_functions_only() {
+        let s = Symbols::from_list(vec![
+            (0x1000, 0x1100, "freeClient".into()),
+            (0x2000, 0x2400, "clientsCronHandleTimeout".into()),
+        ]);
+        assert_eq!(s.name(0x2010), Some("clientsCronHandleTimeout"));
+        assert_eq!(s.name(0x1000), Some("freeClient"));
+        assert_eq!(s.name(0x1100), None);
+        assert_eq!(s.name(0x500), None);
+        assert!(s.has("freeClient"));
+    }
+
+    #[test]
+    fn client_flags_only_for_known_layouts() {
+        let v = "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1";
+        assert_eq!(client_flags_offset(v), Some(8));
+        assert_eq!(client_flags_offset("Redis server v=6.2.14 sha=0"), None);
+        assert_eq!(client_flags_offset("Valkey server v=8.0.1 sha=0"), None);
+        assert_eq!(client_flags_offset("garbage"), None);
+    }
+
+    #[test]
+    fn flags_are_decoded() {
+        let f = describe_flags((1 << 18) | (1 << 39));
+        assert!(f["pubsub"] && f["protocol_error"] && !f["replica"]);
+    }
+
+    #[test]
+    fn symbols_of_the_installed_redis_server() {
+        // A real redis-server exports the probed functions (scripts/setup.sh installs it).
+        let data = std::fs::read("/usr/bin/redis-server").expect("redis-server installed");
+        let file = object::File::parse(&*data).expect("ELF");
+        let names: Vec<String> = file
+            .dynamic_symbols()
+            .filter_map(|s| s.name().ok().map(str::to_string))
+            .collect();
+        for f in [
+            "freeClient",
+            "freeClientAsync",
+            "clientsCronHandleTimeout",
+            "clientCommand",
+        ] {
+            assert!(names.iter().any(|n| n == f), "{f} not exported");
+        }
+    }
+}
