@@ -38,6 +38,15 @@ not mounted.")]
     /// explained as it happens. Cleans up after itself, also on Ctrl-C. Needs root.
     #[command(after_help = "Example:\n  sudo redis-trace demo")]
     Demo,
+    /// Render the postmortem report (Markdown plus an SVG chart) from saved JSON lines,
+    /// without root and without BPF. Several captures (say the Redis host and an
+    /// application host) are merged into one timeline, each connection's two ends
+    /// matched.
+    #[command(after_help = "\
+Examples:
+  redis-trace report trace.jsonl -o incident.md
+  redis-trace report redis-host.jsonl app-host.jsonl -o incident.md --redact")]
+    Report(ReportArgs),
     /// Check a Redis for what usually causes connection resets (read-only, no BPF):
     /// restarts, OOM kills, idle timeout, tcp-keepalive, buffer limits, memory.
     #[command(after_help = "\
@@ -56,6 +65,20 @@ Examples:
         #[arg(value_enum)]
         what: Generate,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Capture files (JSON lines written by `capture --json`).
+    #[arg(required = true, value_name = "CAPTURE.jsonl")]
+    pub captures: Vec<std::path::PathBuf>,
+    /// The report to write (FILE.md; the chart goes beside it as FILE.svg).
+    #[arg(short, long, value_name = "FILE.md", default_value = "redis-trace-report.md")]
+    pub out: std::path::PathBuf,
+    /// Replace client addresses and names with stable pseudonyms, for sharing outside
+    /// the team.
+    #[arg(long)]
+    pub redact: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +164,15 @@ pub struct CaptureArgs {
     /// Do not attach uprobes to redis-server (which of its code paths freed a client).
     #[arg(long)]
     pub no_uprobes: bool,
+
+    /// At the end, write a postmortem report (FILE.md, chart beside it as FILE.svg),
+    /// from the JSON lines (written to FILE.jsonl unless --json names a file).
+    #[arg(long, value_name = "FILE.md")]
+    pub report: Option<std::path::PathBuf>,
+
+    /// With --report: replace client addresses and names with stable pseudonyms.
+    #[arg(long, requires = "report")]
+    pub redact: bool,
 }
 
 impl CaptureArgs {
@@ -151,10 +183,25 @@ impl CaptureArgs {
         if self.duration.is_some_and(|d| d.is_zero()) {
             bail!("--duration must be longer than zero");
         }
+        let mut json = self.json.as_deref().map(JsonTarget::parse);
+        if let Some(report) = &self.report {
+            if report.extension().and_then(|e| e.to_str()) != Some("md") {
+                bail!("name the report FILE.md (the chart goes beside it as FILE.svg)");
+            }
+            match &json {
+                Some(JsonTarget::Stdout) => {
+                    bail!("--report renders from the JSON lines in a file: give --json FILE, not -")
+                }
+                None => json = Some(JsonTarget::File(report.with_extension("jsonl"))),
+                Some(JsonTarget::File(_)) => {}
+            }
+        }
         Ok(capture::Options {
             ports: self.ports.clone(),
             duration: self.duration,
-            json: self.json.as_deref().map(JsonTarget::parse),
+            json,
+            report: self.report.clone(),
+            redact: self.redact,
             quiet: self.quiet,
             uprobes: !self.no_uprobes,
             redis: (!self.no_redis).then(|| capture::RedisAccess {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod enrich;
 pub mod output;
+pub mod postmortem;
 pub mod procinfo;
 pub mod record;
 pub mod report;

@@ -22,6 +22,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The first traced port, from a capture's `capture_started` line.
+fn first_port(json: &std::path::Path) -> Option<u16> {
+    let text = std::fs::read_to_string(json).ok()?;
+    let first: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+    first["ports"][0]["port"].as_u64().and_then(|p| u16::try_from(p).ok())
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -30,6 +37,12 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Capture(args) => {
             let opts = args.options()?;
+            let report = opts.report.clone().zip(match &opts.json {
+                Some(redis_trace::output::JsonTarget::File(p)) => Some(p.clone()),
+                _ => None,
+            });
+            let redact = opts.redact;
+            let diagnose_redis = opts.redis.clone();
             let end = runtime.block_on(redis_trace::capture::run(opts))?;
             eprintln!(
                 "redis-trace: {} connections closed, {} other resets, {} process events in {:.1} s; {} lost events",
@@ -45,6 +58,46 @@ fn run() -> anyhow::Result<ExitCode> {
                     end.lost_events
                 );
             }
+            if let Some((md, json)) = report {
+                // The configuration's risks, read-only, for the report's findings.
+                let findings = diagnose_redis.and_then(|access| {
+                    let port = first_port(&json)?;
+                    let d = redis_trace::diagnose::run(&redis_trace::diagnose::Options {
+                        port,
+                        url: access.url,
+                        password_file: access.password_file,
+                    })
+                    .ok()?;
+                    Some(redis_trace::postmortem::findings(&d))
+                });
+                let (summary, svg) =
+                    redis_trace::postmortem::write(&[json], &md, redact, findings.as_deref())?;
+                eprintln!(
+                    "redis-trace: report written to {} (chart {}): {} connection ends{}",
+                    md.display(),
+                    svg.display(),
+                    summary.connections,
+                    summary
+                        .dominant_cause
+                        .map(|c| format!(", mostly {c}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(args) => {
+            let (summary, svg) =
+                redis_trace::postmortem::write(&args.captures, &args.out, args.redact, None)?;
+            eprintln!(
+                "redis-trace: report written to {} (chart {}): {} connection ends{}",
+                args.out.display(),
+                svg.display(),
+                summary.connections,
+                summary
+                    .dominant_cause
+                    .map(|c| format!(", mostly {c}"))
+                    .unwrap_or_default()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {

@@ -31,6 +31,7 @@ enum Tracer {
     None,
     NoneControl,
     RedisTrace,
+    RedisTraceNoUprobes,
     RedisTraceNoRedis,
     Bpftrace,
     Tcplife,
@@ -38,10 +39,11 @@ enum Tracer {
 }
 
 impl Tracer {
-    const ALL: [Tracer; 7] = [
+    const ALL: [Tracer; 8] = [
         Tracer::None,
         Tracer::NoneControl,
         Tracer::RedisTrace,
+        Tracer::RedisTraceNoUprobes,
         Tracer::RedisTraceNoRedis,
         Tracer::Bpftrace,
         Tracer::Tcplife,
@@ -52,8 +54,9 @@ impl Tracer {
         match self {
             Tracer::None => "no tracer (baseline)",
             Tracer::NoneControl => "no tracer (noise control)",
-            Tracer::RedisTrace => "redis-trace capture",
-            Tracer::RedisTraceNoRedis => "redis-trace capture --no-redis",
+            Tracer::RedisTrace => "redis-trace capture (uprobes, Redis polling)",
+            Tracer::RedisTraceNoUprobes => "redis-trace capture --no-uprobes",
+            Tracer::RedisTraceNoRedis => "redis-trace capture --no-redis --no-uprobes",
             Tracer::Bpftrace => "bpftrace, one line per event",
             Tracer::Tcplife => "libbpf-tools tcplife",
             Tracer::Tcpstates => "libbpf-tools tcpstates",
@@ -176,12 +179,18 @@ fn start(t: Tracer, bin: &Path, port: u16, dir: &Path) -> Result<Running> {
     let file = || std::fs::File::create(&out);
     let child = match t {
         Tracer::None | Tracer::NoneControl => None,
-        Tracer::RedisTrace | Tracer::RedisTraceNoRedis => {
+        Tracer::RedisTrace | Tracer::RedisTraceNoUprobes | Tracer::RedisTraceNoRedis => {
             let mut c = Command::new(bin);
             c.args(["capture", "--quiet", "--port", &port.to_string(), "--json"])
                 .arg(&out);
-            if t == Tracer::RedisTraceNoRedis {
-                c.arg("--no-redis");
+            match t {
+                Tracer::RedisTraceNoRedis => {
+                    c.args(["--no-redis", "--no-uprobes"]);
+                }
+                Tracer::RedisTraceNoUprobes => {
+                    c.arg("--no-uprobes");
+                }
+                _ => {}
             }
             Some(c.stderr(Stdio::null()).spawn()?)
         }
@@ -227,7 +236,7 @@ fn wait_attached(r: &mut Running, t: Tracer, port: u16) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         let text = std::fs::read_to_string(&r.out).unwrap_or_default();
         let seen = match t {
-            Tracer::RedisTrace | Tracer::RedisTraceNoRedis => text.contains("connection_closed"),
+            Tracer::RedisTrace | Tracer::RedisTraceNoUprobes | Tracer::RedisTraceNoRedis => text.contains("connection_closed"),
             _ => text.lines().count() > 1,
         };
         if seen {
@@ -318,7 +327,7 @@ fn start_latency(t: Tracer, bin: &Path, port: u16, dir: &Path) -> Result<(f64, O
     let started_wall = SystemTime::now();
     let t0 = Instant::now();
     let mut child = match t {
-        Tracer::RedisTrace | Tracer::RedisTraceNoRedis => {
+        Tracer::RedisTrace | Tracer::RedisTraceNoUprobes | Tracer::RedisTraceNoRedis => {
             let mut c = Command::new(bin);
             c.args([
                 "capture",
@@ -328,8 +337,14 @@ fn start_latency(t: Tracer, bin: &Path, port: u16, dir: &Path) -> Result<(f64, O
                 "--json",
                 "-",
             ]);
-            if t == Tracer::RedisTraceNoRedis {
-                c.arg("--no-redis");
+            match t {
+                Tracer::RedisTraceNoRedis => {
+                    c.args(["--no-redis", "--no-uprobes"]);
+                }
+                Tracer::RedisTraceNoUprobes => {
+                    c.arg("--no-uprobes");
+                }
+                _ => {}
             }
             c.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?
         }
@@ -358,7 +373,7 @@ fn start_latency(t: Tracer, bin: &Path, port: u16, dir: &Path) -> Result<(f64, O
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let is_event = match t {
-            Tracer::RedisTrace | Tracer::RedisTraceNoRedis => {
+            Tracer::RedisTrace | Tracer::RedisTraceNoUprobes | Tracer::RedisTraceNoRedis => {
                 line.contains("\"connection_closed\"")
             }
             Tracer::Bpftrace => !line.starts_with("Attaching"),
@@ -523,6 +538,7 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     for _ in 0..s.rounds {
         for t in [
             Tracer::RedisTrace,
+            Tracer::RedisTraceNoUprobes,
             Tracer::RedisTraceNoRedis,
             Tracer::Bpftrace,
             Tracer::Tcplife,
@@ -542,6 +558,9 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     let mut r = start(Tracer::RedisTrace, bin, port, &dir)?;
     std::thread::sleep(Duration::from_millis(300));
     let before = info_stat(port, "total_connections_received")?;
+    // Count only the records of connections made between the two INFO calls.
+    std::thread::sleep(Duration::from_millis(100));
+    let window_start = SystemTime::now();
     let max_churn = redis_benchmark(
         port,
         &[
@@ -555,6 +574,7 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
             "ping_mbulk",
         ],
     )?;
+    let window_end = SystemTime::now();
     let after = info_stat(port, "total_connections_received")?;
     std::thread::sleep(Duration::from_millis(500));
     r.stop();
@@ -564,6 +584,9 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     let recorded = text
         .lines()
         .filter(|l| l.contains("\"connection_closed\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()))
+        .filter(|t| *t >= window_start && *t <= window_end)
         .count() as u64;
     let end: serde_json::Value = text
         .lines()

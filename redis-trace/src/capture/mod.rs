@@ -44,6 +44,9 @@ pub struct Options {
     pub redis: Option<RedisAccess>,
     /// Attach uprobes to redis-server (which code path freed each client).
     pub uprobes: bool,
+    /// Write a postmortem report here at the end (from the JSON file).
+    pub report: Option<std::path::PathBuf>,
+    pub redact: bool,
 }
 
 /// How to reach the traced Redis servers (read-only).

@@ -812,3 +812,16 @@ fn dump() {
     let r = render(&[db_blind, app_blind], &opts(false)).expect("render");
     std::fs::write(out.join("blind.md"), &r.markdown).expect("md");
 }
+
+#[test]
+#[ignore = "timing on /tmp/big.jsonl"]
+fn big() {
+    let t = std::time::Instant::now();
+    let caps = load(&[PathBuf::from("/tmp/big.jsonl")]).expect("load");
+    eprintln!("load {:?}", t.elapsed());
+    for redact in [false, true] {
+        let t = std::time::Instant::now();
+        let r = render(&caps, &opts(redact)).expect("render");
+        eprintln!("render redact={redact} {:?} md {} bytes", t.elapsed(), r.markdown.len());
+    }
+}
