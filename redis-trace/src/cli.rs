@@ -73,7 +73,12 @@ pub struct ReportArgs {
     #[arg(required = true, value_name = "CAPTURE.jsonl")]
     pub captures: Vec<std::path::PathBuf>,
     /// The report to write (FILE.md; the chart goes beside it as FILE.svg).
-    #[arg(short, long, value_name = "FILE.md", default_value = "redis-trace-report.md")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE.md",
+        default_value = "redis-trace-report.md"
+    )]
     pub out: std::path::PathBuf,
     /// Replace client addresses and names with stable pseudonyms, for sharing outside
     /// the team.

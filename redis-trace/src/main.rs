@@ -26,7 +26,9 @@ fn main() -> ExitCode {
 fn first_port(json: &std::path::Path) -> Option<u16> {
     let text = std::fs::read_to_string(json).ok()?;
     let first: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
-    first["ports"][0]["port"].as_u64().and_then(|p| u16::try_from(p).ok())
+    first["ports"][0]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
 }
 
 fn run() -> anyhow::Result<ExitCode> {

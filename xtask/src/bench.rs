@@ -236,7 +236,9 @@ fn wait_attached(r: &mut Running, t: Tracer, port: u16) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         let text = std::fs::read_to_string(&r.out).unwrap_or_default();
         let seen = match t {
-            Tracer::RedisTrace | Tracer::RedisTraceNoUprobes | Tracer::RedisTraceNoRedis => text.contains("connection_closed"),
+            Tracer::RedisTrace | Tracer::RedisTraceNoUprobes | Tracer::RedisTraceNoRedis => {
+                text.contains("connection_closed")
+            }
             _ => text.lines().count() > 1,
         };
         if seen {
@@ -585,7 +587,11 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
         .lines()
         .filter(|l| l.contains("\"connection_closed\""))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()))
+        .filter_map(|v| {
+            v["time"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+        })
         .filter(|t| *t >= window_start && *t <= window_end)
         .count() as u64;
     let end: serde_json::Value = text

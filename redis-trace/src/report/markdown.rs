@@ -236,6 +236,7 @@ fn verdict_clause(cause: &str, conns: &[&Conn]) -> String {
                 _ => text.verdict.to_string(),
             }
         }
+        _ if conns.len() == 1 => text.verdict.replace(" them", " it"),
         _ => text.verdict.to_string(),
     }
 }

@@ -288,6 +288,8 @@ pub(super) struct Conn {
     /// What merging the ends found (the middlebox proof, or why there is none).
     pub notes: Vec<String>,
     pub middlebox_proven: bool,
+    /// The middlebox proof in one line, for the timeline.
+    pub proof_line: Option<String>,
 }
 
 impl Conn {
@@ -319,7 +321,10 @@ impl Conn {
     /// first sentence beyond the kernel's "the X end sent the first FIN/RST".
     pub fn key_evidence(&self) -> Option<String> {
         if self.middlebox_proven {
-            return self.notes.first().cloned();
+            return self
+                .proof_line
+                .clone()
+                .or_else(|| self.notes.first().cloned());
         }
         let all = || std::iter::once(&self.rec).chain(&self.others);
         all()
@@ -710,6 +715,7 @@ fn merge(g: Group, caps: &[CapInfo]) -> Conn {
         others,
         notes: Vec::new(),
         middlebox_proven: false,
+        proof_line: None,
     };
     if conn.others.is_empty() {
         return conn;
@@ -718,6 +724,15 @@ fn merge(g: Group, caps: &[CapInfo]) -> Conn {
     let (proven, notes) = middlebox_proof(&all, &g.resets, caps);
     conn.notes = notes;
     if proven {
+        let hosts: Vec<&str> = std::iter::once(&conn.rec)
+            .chain(&conn.others)
+            .filter_map(|r| caps.get(r.cap).map(|c| c.host.as_str()))
+            .collect();
+        conn.proof_line = Some(format!(
+            "proven from both ends (captures on {}): a RST arrived that neither end's TCP \
+             stack sent",
+            hosts.join(" and ")
+        ));
         conn.middlebox_proven = true;
         if rank(&conn.cause) >= 3 {
             conn.cause = "middlebox_reset".into();

@@ -16,6 +16,11 @@ pub(super) struct Redactor {
     hosts: HashMap<IpAddr, String>,
     names: HashMap<String, String>,
     comms: HashMap<String, String>,
+    /// Names and process names that are not one word (see [`is_word`]): replaced one by
+    /// one; one-word ones are looked up per word of the text.
+    odd: Vec<(String, String)>,
+    /// Names holding whitespace: `name=` values that run past a space.
+    spaced: Vec<String>,
     cap_hosts: HashMap<String, String>,
 }
 
@@ -81,6 +86,34 @@ fn sorted_pairs(m: &HashMap<String, String>) -> Vec<(&str, &str)> {
     v
 }
 
+/// Replaces each whole word (a maximal run of [`is_word`] characters) found in `maps`.
+fn replace_words(s: &str, maps: &[&HashMap<String, String>]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut word_start: Option<usize> = None;
+    let flush = |out: &mut String, w: &str| match maps.iter().find_map(|m| m.get(w)) {
+        Some(p) => out.push_str(p),
+        None => out.push_str(w),
+    };
+    for (i, c) in s.char_indices() {
+        if is_word(c) {
+            word_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(st) = word_start.take() {
+            flush(&mut out, &s[st..i]);
+        }
+        out.push(c);
+    }
+    if let Some(st) = word_start {
+        flush(&mut out, &s[st..]);
+    }
+    out
+}
+
+fn one_word(s: &str) -> bool {
+    s.chars().all(is_word)
+}
+
 impl Redactor {
     pub fn new(m: &Model) -> Self {
         let mut r = Self {
@@ -91,6 +124,8 @@ impl Redactor {
             hosts: HashMap::new(),
             names: HashMap::new(),
             comms: HashMap::new(),
+            odd: Vec::new(),
+            spaced: Vec::new(),
             cap_hosts: HashMap::new(),
         };
         let recs = || {
@@ -189,11 +224,24 @@ impl Redactor {
         if name.is_empty() {
             return String::new();
         }
-        let n = self.names.len() + 1;
-        self.names
-            .entry(name.to_string())
-            .or_insert_with(|| format!("client-{n}"))
-            .clone()
+        if let Some(p) = self.names.get(name) {
+            return p.clone();
+        }
+        let p = format!("client-{}", self.names.len() + 1);
+        self.names.insert(name.to_string(), p.clone());
+        self.remember_odd(name, &p);
+        if name.contains(char::is_whitespace) {
+            self.spaced.push(name.to_string());
+        }
+        p
+    }
+
+    fn remember_odd(&mut self, from: &str, to: &str) {
+        if !one_word(from) {
+            self.odd.push((from.to_string(), to.to_string()));
+            self.odd
+                .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        }
     }
 
     /// A process name: a Redis server's stays, any other becomes a pseudonym.
@@ -201,11 +249,13 @@ impl Redactor {
         if comm.is_empty() || self.server_comms.contains(comm) {
             return comm.to_string();
         }
-        let n = self.comms.len() + 1;
-        self.comms
-            .entry(comm.to_string())
-            .or_insert_with(|| format!("proc-{n}"))
-            .clone()
+        if let Some(p) = self.comms.get(comm) {
+            return p.clone();
+        }
+        let p = format!("proc-{}", self.comms.len() + 1);
+        self.comms.insert(comm.to_string(), p.clone());
+        self.remember_odd(comm, &p);
+        p
     }
 
     /// A process that is not a client (a signal's sender): only a known client's name
@@ -224,7 +274,7 @@ impl Redactor {
             let after = &rest[i + 5..];
             if !at_word {
                 let v: &str = after.split(char::is_whitespace).next().unwrap_or("");
-                let known = self.names.keys().any(|k| after.starts_with(k.as_str()));
+                let known = self.spaced.iter().any(|k| after.starts_with(k.as_str()));
                 if !v.is_empty() && !known {
                     self.name(v);
                 }
@@ -343,14 +393,13 @@ impl Redactor {
                 rest = after;
                 continue;
             }
-            let mut known: Vec<&String> = self
-                .names
-                .keys()
+            let spaced = self
+                .spaced
+                .iter()
                 .filter(|k| after.starts_with(k.as_str()))
-                .collect();
-            known.sort_by_key(|k| std::cmp::Reverse(k.len()));
-            let v = match known.first() {
-                Some(k) => k.as_str().to_string(),
+                .max_by_key(|k| k.len());
+            let v = match spaced {
+                Some(k) => k.clone(),
                 None => after
                     .split(char::is_whitespace)
                     .next()
@@ -363,8 +412,15 @@ impl Redactor {
             rest = &after[v.len()..];
         }
         out.push_str(rest);
-        let out = replace_tokens(&out, &sorted_pairs(&self.names));
-        let out = replace_tokens(&out, &sorted_pairs(&self.comms));
+        // Names that are not one word first (they may hold one-word names), then the
+        // words of the text, each looked up.
+        let odd: Vec<(&str, &str)> = self
+            .odd
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let out = replace_tokens(&out, &odd);
+        let out = replace_words(&out, &[&self.names, &self.comms]);
         replace_tokens(&out, &sorted_pairs(&self.cap_hosts))
     }
 
@@ -404,6 +460,7 @@ impl Redactor {
                 self.rec(o);
             }
             c.notes = c.notes.iter().map(|n| self.text(n)).collect();
+            c.proof_line = c.proof_line.as_deref().map(|n| self.text(n));
         }
         for x in &mut m.resets {
             x.client = self.addr(&x.client);
