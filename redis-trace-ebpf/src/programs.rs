@@ -14,7 +14,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user,
+        bpf_probe_read_kernel_buf, bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -120,21 +120,50 @@ fn count(index: u32) {
     }
 }
 
-/// Reads a field at an offset from the format file; `None` when absent or unreadable.
+/// Bytes of a tracepoint record copied at once: every field used lies within them (the
+/// largest record used, `tcp_send_reset`, is 88 bytes).
+const RECORD_BYTES: usize = 96;
+
+/// Per-CPU scratch space for the copy of the current record.
+#[map]
+static SCRATCH: PerCpuArray<[u8; RECORD_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// A tracepoint record, copied with one helper call; its fields are then plain loads
+/// (a helper call per field was most of the programs' cost).
+struct Rec {
+    ctx: *const u8,
+    buf: *const u8,
+}
+
+impl Rec {
+    #[inline(always)]
+    fn copy(ctx: &TracePointContext) -> Option<Self> {
+        let buf = SCRATCH.get_ptr_mut(0)?;
+        let src = ctx.as_ptr() as *const u8;
+        // SAFETY: the scratch slot is this CPU's own and RECORD_BYTES long; the helper
+        // checks the source. Reading past a shorter record stays within the kernel's
+        // per-CPU trace buffer, and those bytes are never used.
+        if unsafe { bpf_probe_read_kernel_buf(src, &mut *buf) }.is_err() {
+            count(counter::READ_FAILED);
+            return None;
+        }
+        Some(Self {
+            ctx: src,
+            buf: buf as *const u8,
+        })
+    }
+}
+
+/// Reads a field at an offset from the format file; `None` when absent.
 #[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
-    if offset == ABSENT {
+fn field<T: Copy>(rec: &Rec, offset: u16) -> Option<T> {
+    let off = offset as usize;
+    if offset == ABSENT || off + core::mem::size_of::<T>() > RECORD_BYTES {
         return None;
     }
-    // SAFETY: read_at uses bpf_probe_read_kernel, which checks the address; the offset
-    // comes from this kernel's format file for this very tracepoint.
-    match unsafe { ctx.read_at::<T>(offset as usize) } {
-        Ok(v) => Some(v),
-        Err(_) => {
-            count(counter::READ_FAILED);
-            None
-        }
-    }
+    // SAFETY: within the scratch copy (checked just above); any bit pattern is valid
+    // for the integer types read here.
+    Some(unsafe { core::ptr::read_unaligned(rec.buf.add(off) as *const T) })
 }
 
 /// A socket's view of its connection, from a tracepoint.
@@ -149,7 +178,7 @@ struct Tuple {
 /// Reads the ports and applies the port filter: `None` for a connection not on a traced
 /// port, before anything else is read.
 #[inline(always)]
-fn ports(ctx: &TracePointContext, l: &AddrLayout) -> Option<Tuple> {
+fn ports(ctx: &Rec, l: &AddrLayout) -> Option<Tuple> {
     let (family, local_port, remote_port) = if l.sockaddr_src != ABSENT {
         // struct sockaddr_in / sockaddr_in6: family (host order) then port (network order).
         let family: u16 = field(ctx, l.sockaddr_src)?;
@@ -182,7 +211,7 @@ fn ports(ctx: &TracePointContext, l: &AddrLayout) -> Option<Tuple> {
 /// Reads the local and remote address as 16 bytes (IPv4 as `::ffff:a.b.c.d`, so that an
 /// IPv4 socket and the IPv6 socket at the other end of the same connection agree).
 #[inline(always)]
-fn addrs(ctx: &TracePointContext, l: &AddrLayout, family: u16) -> Option<([u8; 16], [u8; 16])> {
+fn addrs(ctx: &Rec, l: &AddrLayout, family: u16) -> Option<([u8; 16], [u8; 16])> {
     let mut local = [0u8; 16];
     let mut remote = [0u8; 16];
     if family == AF_INET {
@@ -214,7 +243,7 @@ fn addrs(ctx: &TracePointContext, l: &AddrLayout, family: u16) -> Option<([u8; 1
 }
 
 #[inline(always)]
-fn key_of(ctx: &TracePointContext, l: &AddrLayout, t: &Tuple) -> Option<ConnKey> {
+fn key_of(ctx: &Rec, l: &AddrLayout, t: &Tuple) -> Option<ConnKey> {
     let (local, remote) = addrs(ctx, l, t.family)?;
     Some(if t.side == side::SERVER {
         ConnKey {
@@ -392,11 +421,11 @@ fn emit_sock_event(
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_inet_sock_set_state(&ctx);
+    let _ = Rec::copy(&ctx).and_then(|r| try_inet_sock_set_state(&r));
     0
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
+fn try_inet_sock_set_state(ctx: &Rec) -> Option<()> {
     let l = &config!(set_state);
     let protocol: u16 = if l.protocol_size == 1 {
         field::<u8>(ctx, l.protocol)? as u16
@@ -626,19 +655,19 @@ pub fn redis_free_client(ctx: ProbeContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_reset(&ctx, false);
+    let _ = Rec::copy(&ctx).and_then(|r| try_reset(&r, false));
     0
 }
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_reset(&ctx, true);
+    let _ = Rec::copy(&ctx).and_then(|r| try_reset(&r, true));
     0
 }
 
 /// Whether the tracepoint's socket is one of redis-trace's own.
 #[inline(always)]
-fn is_own(ctx: &TracePointContext, skaddr: u16) -> bool {
+fn is_own(ctx: &Rec, skaddr: u16) -> bool {
     // SAFETY: plain map lookup.
     field::<u64>(ctx, skaddr).is_some_and(|sk| unsafe { OWN_SOCKS.get(&sk) }.is_some())
 }
@@ -664,7 +693,7 @@ fn rst_received(key: &ConnKey, side_: u32) -> bool {
     unsafe { CONNS.get(key) }.is_some_and(|s| s.flags & rst_bit(side_) != 0)
 }
 
-fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
+fn try_reset(ctx: &Rec, sent: bool) -> Option<()> {
     let l = &if sent {
         config!(send_reset)
     } else {
@@ -723,11 +752,11 @@ fn try_reset(ctx: &TracePointContext, sent: bool) -> Option<()> {
 
 #[tracepoint]
 pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
-    let _ = try_error_report(&ctx);
+    let _ = Rec::copy(&ctx).and_then(|r| try_error_report(&r));
     0
 }
 
-fn try_error_report(ctx: &TracePointContext) -> Option<()> {
+fn try_error_report(ctx: &Rec) -> Option<()> {
     let l = &config!(error_report);
     if field::<u16>(ctx, l.protocol)? != IPPROTO_TCP {
         return None;
@@ -803,12 +832,12 @@ fn emit_proc(ev: &ProcEvent) {
 
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
-    let _ = try_mark_victim(&ctx);
+    let _ = Rec::copy(&ctx).and_then(|r| try_mark_victim(&r));
     0
 }
 
 /// Every OOM victim is reported (rare, and a killed client explains resets too).
-fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
+fn try_mark_victim(ctx: &Rec) -> Option<()> {
     let l = &config!(oom);
     let mut ev = new_proc_event(proc_event::OOM_VICTIM);
     ev.pid = field::<i32>(ctx, l.pid)? as u32;
@@ -817,7 +846,7 @@ fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
         let off = (loc & 0xffff) as usize;
         // SAFETY: reading within the tracepoint record through the checked helper.
         if let Ok(c) = unsafe {
-            bpf_probe_read_kernel((ctx.as_ptr() as *const u8).add(off) as *const [u8; 16])
+            bpf_probe_read_kernel(ctx.ctx.add(off) as *const [u8; 16])
         } {
             ev.comm = c;
         }
@@ -835,11 +864,11 @@ fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
-    let _ = try_signal_generate(&ctx);
+    let _ = Rec::copy(&ctx).and_then(|r| try_signal_generate(&r));
     0
 }
 
-fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
+fn try_signal_generate(ctx: &Rec) -> Option<()> {
     let l = &config!(signal);
     let sig: i32 = field(ctx, l.sig)?;
     if !(0..64).contains(&sig) || config!(signal_mask) & (1u64 << sig) == 0 {
@@ -862,11 +891,11 @@ fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_sched_process_exit(&ctx);
+    let _ = Rec::copy(&ctx).and_then(|r| try_sched_process_exit(&r));
     0
 }
 
-fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
+fn try_sched_process_exit(ctx: &Rec) -> Option<()> {
     let l = &config!(exit);
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
