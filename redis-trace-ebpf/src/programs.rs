@@ -845,9 +845,7 @@ fn try_mark_victim(ctx: &Rec) -> Option<()> {
         // __data_loc: low 16 bits the offset of the string in the record, high 16 its length.
         let off = (loc & 0xffff) as usize;
         // SAFETY: reading within the tracepoint record through the checked helper.
-        if let Ok(c) = unsafe {
-            bpf_probe_read_kernel(ctx.ctx.add(off) as *const [u8; 16])
-        } {
+        if let Ok(c) = unsafe { bpf_probe_read_kernel(ctx.ctx.add(off) as *const [u8; 16]) } {
             ev.comm = c;
         }
     }

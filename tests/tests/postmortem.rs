@@ -12,7 +12,8 @@ use serde_json::Value;
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s
 }
 
@@ -41,7 +42,15 @@ fn capture_report_explains_a_real_capture() {
     let dir = tmpdir("report");
     let md = dir.join("incident.md");
     let mut child = Command::new(redis_trace_bin())
-        .args(["capture", "-q", "--port", &redis.port.to_string(), "--duration", "6s", "--report"])
+        .args([
+            "capture",
+            "-q",
+            "--port",
+            &redis.port.to_string(),
+            "--duration",
+            "6s",
+            "--report",
+        ])
         .arg(&md)
         .stderr(Stdio::piped())
         .spawn()
@@ -68,9 +77,17 @@ fn capture_report_explains_a_real_capture() {
         ping(&mut s);
         clients.push(s);
     }
-    assert!(wait_timeout(&mut child, Duration::from_secs(60)), "capture did not end");
+    assert!(
+        wait_timeout(&mut child, Duration::from_secs(60)),
+        "capture did not end"
+    );
     let mut err = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
     assert!(err.contains("report written to"), "{err}");
     drop(clients);
 
@@ -80,15 +97,24 @@ fn capture_report_explains_a_real_capture() {
     assert_eq!(mode(&json), 0o600);
     let text = std::fs::read_to_string(&md).expect("report");
     let chart = std::fs::read_to_string(&svg).expect("chart");
-    assert!(chart.starts_with("<svg") || chart.starts_with("<?xml"), "not an SVG");
-    assert!(text.contains("](incident.svg)"), "the report links its chart");
+    assert!(
+        chart.starts_with("<svg") || chart.starts_with("<?xml"),
+        "not an SVG"
+    );
+    assert!(
+        text.contains("](incident.svg)"),
+        "the report links its chart"
+    );
     // The counts in the verdict match the JSON lines.
     let records: Vec<Value> = std::fs::read_to_string(&json)
         .expect("json")
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    let closes: Vec<&Value> = records.iter().filter(|r| r["type"] == "connection_closed").collect();
+    let closes: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "connection_closed")
+        .collect();
     let count = |c: &str| closes.iter().filter(|r| r["cause"] == c).count();
     assert_eq!(count("client_close"), 3, "{closes:#?}");
     assert_eq!(count("client_reset"), 1, "{closes:#?}");
@@ -99,8 +125,14 @@ fn capture_report_explains_a_real_capture() {
     );
     assert!(text.contains("`client_close`"));
     assert!(text.contains("`redis_idle_timeout`"));
-    assert!(text.contains("## Risk findings"), "diagnose's findings are in the report");
-    assert!(text.contains("timeout 1"), "the risky timeout is found:\n{text}");
+    assert!(
+        text.contains("## Risk findings"),
+        "diagnose's findings are in the report"
+    );
+    assert!(
+        text.contains("timeout 1"),
+        "the risky timeout is found:\n{text}"
+    );
 
     // The same report from the saved file, redacted: no client address is left.
     let red = dir.join("shared.md");
@@ -111,12 +143,19 @@ fn capture_report_explains_a_real_capture() {
         .output()
         .expect("report");
     assert!(out.status.success(), "{out:?}");
-    let shared = std::fs::read_to_string(&red).expect("redacted") + &std::fs::read_to_string(dir.join("shared.svg")).expect("svg");
+    let shared = std::fs::read_to_string(&red).expect("redacted")
+        + &std::fs::read_to_string(dir.join("shared.svg")).expect("svg");
     for r in &closes {
         let client = r["client"].as_str().expect("client");
         let port = client.rsplit(':').next().expect("port");
-        assert!(!shared.contains(client), "{client} left in the redacted report");
-        assert!(!shared.contains(&format!("127.0.0.1:{port}")), "{client} left");
+        assert!(
+            !shared.contains(client),
+            "{client} left in the redacted report"
+        );
+        assert!(
+            !shared.contains(&format!("127.0.0.1:{port}")),
+            "{client} left"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -125,7 +164,8 @@ fn capture_report_explains_a_real_capture() {
 fn report_merges_two_captures_of_one_connection() {
     // Captures of the same connections from the Redis host and the application host,
     // where a load balancer's RST reached the client: proven from both sides.
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../redis-trace/tests/fixtures/captures");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../redis-trace/tests/fixtures/captures");
     let dir = tmpdir("merge");
     let md = dir.join("both.md");
     let out = Command::new(redis_trace_bin())
@@ -147,14 +187,24 @@ fn report_merges_two_captures_of_one_connection() {
         .output()
         .expect("report");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a redis-trace capture"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a redis-trace capture"),
+        "{out:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn diagnose_finds_risky_settings_and_stays_quiet_on_sane_ones() {
     let risky = Redis::start_with(
-        &["--timeout", "60", "--tcp-keepalive", "0", "--client-output-buffer-limit", "pubsub 1mb 512kb 60"],
+        &[
+            "--timeout",
+            "60",
+            "--tcp-keepalive",
+            "0",
+            "--client-output-buffer-limit",
+            "pubsub 1mb 512kb 60",
+        ],
         None,
     );
     let out = Command::new(redis_trace_bin())
@@ -169,13 +219,29 @@ fn diagnose_finds_risky_settings_and_stays_quiet_on_sane_ones() {
         .iter()
         .map(|f| f["title"].as_str().unwrap_or("").to_string())
         .collect();
-    for want in ["timeout 60", "tcp-keepalive 0", "pubsub output buffer limit"] {
-        assert!(titles.iter().any(|t| t.contains(want)), "{want} not found in {titles:#?}");
+    for want in [
+        "timeout 60",
+        "tcp-keepalive 0",
+        "pubsub output buffer limit",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "{want} not found in {titles:#?}"
+        );
     }
     assert!(matches!(out.status.code(), Some(2 | 3)), "{out:?}");
 
     let sane = Redis::start_with(
-        &["--timeout", "0", "--tcp-keepalive", "300", "--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"],
+        &[
+            "--timeout",
+            "0",
+            "--tcp-keepalive",
+            "300",
+            "--maxmemory",
+            "100mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ],
         None,
     );
     let out = Command::new(redis_trace_bin())
@@ -188,25 +254,43 @@ fn diagnose_finds_risky_settings_and_stays_quiet_on_sane_ones() {
     for f in d["findings"].as_array().expect("findings") {
         let title = f["title"].as_str().unwrap_or("");
         let serious = f["severity"] != "info";
-        let host_level = title.contains("overcommit") || title.contains("OOM killer") || title.starts_with("Redis started");
-        assert!(!serious || host_level, "unexpected finding on a sane Redis: {f}");
+        let host_level = title.contains("overcommit")
+            || title.contains("OOM killer")
+            || title.starts_with("Redis started");
+        assert!(
+            !serious || host_level,
+            "unexpected finding on a sane Redis: {f}"
+        );
     }
     // Nobody listening: critical, and says so.
     let out = Command::new(redis_trace_bin())
-        .args(["diagnose", "--port", &scenario_tests::free_port().to_string()])
+        .args([
+            "diagnose",
+            "--port",
+            &scenario_tests::free_port().to_string(),
+        ])
         .output()
         .expect("diagnose");
     assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("is not answering"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is not answering"),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn man_page_completions_and_a_closed_pipe() {
-    let out = Command::new(redis_trace_bin()).args(["generate", "man"]).output().expect("man");
+    let out = Command::new(redis_trace_bin())
+        .args(["generate", "man"])
+        .output()
+        .expect("man");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH redis-trace"));
     for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(redis_trace_bin()).args(["generate", shell]).output().expect("completions");
+        let out = Command::new(redis_trace_bin())
+            .args(["generate", shell])
+            .output()
+            .expect("completions");
         assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
     }
     // `| head`: the reader goes away; no error, exit 0.
@@ -219,10 +303,20 @@ fn man_page_completions_and_a_closed_pipe() {
     drop(child.stdout.take());
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "{out:?}");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every subcommand has examples in its help.
     for sub in ["capture", "report", "diagnose", "demo", "generate"] {
-        let out = Command::new(redis_trace_bin()).args([sub, "--help"]).output().expect("help");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Example"), "{sub} --help has no examples");
+        let out = Command::new(redis_trace_bin())
+            .args([sub, "--help"])
+            .output()
+            .expect("help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Example"),
+            "{sub} --help has no examples"
+        );
     }
 }
