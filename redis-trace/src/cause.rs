@@ -419,6 +419,18 @@ fn from_code_path(
             v.evidence
                 .extend(extra.into_iter().filter(|e| e.starts_with("Redis log:")));
         }
+        if let Some((entry, seen)) = ev.client.filter(|(_, seen)| *seen <= close) {
+            v.evidence.push(format!(
+                "CLIENT LIST at {}: {}",
+                humantime::format_rfc3339_millis(seen),
+                describe_entry(entry)
+            ));
+        }
+        if cause == Cause::RedisIdleTimeout
+            && let Some(t) = ev.config.and_then(|c| c.timeout)
+        {
+            v.evidence.push(format!("config: timeout is {t}s"));
+        }
         return Some(v);
     }
     if after_reply(&p.decided_in) {

@@ -8,13 +8,15 @@
 //! `cargo xtask test`.
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use scenario_tests::{Capture, Redis, client_bin, closed_for, require_root, wait_timeout};
+use scenario_tests::{
+    Capture, MemCgroup, Redis, client_bin, closed_for, require_root, wait_timeout,
+};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -263,6 +265,21 @@ fn evidence(c: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A capture with the uprobes on redis-server off: these tests check the evidence
+/// gathered from Redis itself (its log, INFO counters, CLIENT LIST) and the kernel,
+/// which is all there is on a Redis without exported symbols. tests/uprobes.rs checks
+/// the uprobes' exact code paths for the same causes.
+fn capture(port: u16) -> Capture {
+    Capture::start_args(&[
+        "capture".into(),
+        "--json".into(),
+        "-".into(),
+        "--no-uprobes".into(),
+        "--port".into(),
+        port.to_string(),
+    ])
+}
+
 /// Some evidence line starts with `source` and contains every one of `words`.
 fn assert_evidence(c: &Value, source: &str, words: &[&str]) {
     let ev = evidence(c);
@@ -328,7 +345,7 @@ fn all_records(records: &[Value]) -> String {
 #[test]
 fn idle_timeout_is_redis_idle_timeout_with_the_client_list_entry() {
     let redis = Redis::start_with(&["--timeout", "1"], None);
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let mut s = named_client(redis.addr(), "idle-worker");
     let addr = s.local_addr().expect("addr");
@@ -354,7 +371,7 @@ fn slow_pubsub_subscriber_is_redis_output_buffer_limit_pubsub() {
         &["--client-output-buffer-limit", "pubsub 64kb 32kb 60"],
         None,
     );
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let mut sub = connect_with_small_rcvbuf(redis.addr(), 4096);
     let sub_addr = sub.local_addr().expect("addr");
@@ -409,7 +426,7 @@ fn slow_pubsub_subscriber_is_redis_output_buffer_limit_pubsub() {
 #[test]
 fn client_kill_from_another_connection_is_redis_client_kill_naming_the_killer() {
     let redis = Redis::start();
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let mut worker = named_client(redis.addr(), "worker-7");
     let worker_addr = worker.local_addr().expect("addr");
@@ -483,7 +500,7 @@ fn assert_query_buffer_limit(c: &Value, addr: SocketAddr, name: &str, redis_pid:
 #[test]
 fn query_over_client_query_buffer_limit_is_redis_query_buffer_limit() {
     let redis = Redis::start_with(&["--client-query-buffer-limit", "1mb"], None);
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let addr = overflow_query_buffer(&redis, "big-writer");
     let records = cap.stop();
@@ -497,7 +514,7 @@ fn query_over_client_query_buffer_limit_is_redis_query_buffer_limit() {
 #[test]
 fn a_close_right_after_capture_started_still_gets_its_logged_cause() {
     let redis = Redis::start_with(&["--client-query-buffer-limit", "1mb"], None);
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     let addr = overflow_query_buffer(&redis, "early-writer");
     let records = cap.stop();
     assert_query_buffer_limit(
@@ -511,7 +528,7 @@ fn a_close_right_after_capture_started_still_gets_its_logged_cause() {
 #[test]
 fn maxmemory_clients_eviction_is_redis_client_eviction() {
     let redis = Redis::start_with(&["--maxmemory-clients", "1mb"], None);
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     // Another client, small: not evicted.
     let mut bystander = named_client(redis.addr(), "bystander");
@@ -556,7 +573,7 @@ fn send_protocol_error(redis: &Redis) -> SocketAddr {
 #[test]
 fn protocol_error_logged_at_verbose_is_redis_protocol_error() {
     let redis = Redis::start_with(&["--loglevel", "verbose"], None);
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let addr = send_protocol_error(&redis);
     let records = cap.stop();
@@ -580,7 +597,7 @@ fn protocol_error_logged_at_verbose_is_redis_protocol_error() {
 #[test]
 fn protocol_error_unlogged_is_an_honest_redis_close_unknown() {
     let redis = Redis::start();
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let addr = send_protocol_error(&redis);
     let records = cap.stop();
@@ -601,7 +618,7 @@ fn protocol_error_unlogged_is_an_honest_redis_close_unknown() {
 fn shutdown_command_is_redis_shutdown_for_the_other_clients() {
     let mut redis = Redis::start();
     let pid = redis.pid();
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let mut other = named_client(redis.addr(), "bystander");
     let other_addr = other.local_addr().expect("addr");
@@ -628,7 +645,7 @@ fn shutdown_command_is_redis_shutdown_for_the_other_clients() {
 fn sigkill_from_another_process_is_redis_killed_naming_kill() {
     let mut redis = Redis::start();
     let pid = redis.pid();
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let mut s = named_client(redis.addr(), "bystander");
     let addr = s.local_addr().expect("addr");
@@ -665,7 +682,7 @@ fn debug_segfault_is_redis_crashed_for_the_other_clients() {
         Some(&["sh", "-c", "ulimit -c 0 && exec \"$0\" \"$@\""]),
     );
     let pid = redis.pid();
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let mut other = named_client(redis.addr(), "bystander");
     let other_addr = other.local_addr().expect("addr");
@@ -701,119 +718,6 @@ fn debug_segfault_is_redis_crashed_for_the_other_clients() {
 // ---------------------------------------------------------------------------------------
 // OOM kill in a memory cgroup (as in process_events.rs).
 // ---------------------------------------------------------------------------------------
-
-const LIMIT_BYTES: u64 = 64 << 20;
-
-/// A memory cgroup of our own (v2 when the unified hierarchy has the memory
-/// controller, else v1), limited to 64 MiB without swap. Dropping it (also on panic)
-/// kills whatever is still in it (only processes this test started) and removes it.
-struct MemCgroup {
-    dir: PathBuf,
-}
-
-fn write_file(path: &Path, value: &str) {
-    std::fs::write(path, value)
-        .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", path.display()));
-}
-
-impl MemCgroup {
-    fn create() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let name = format!("redis-trace-test-{}-{nanos}", std::process::id());
-        let v2_root = Path::new("/sys/fs/cgroup");
-        let v2 = std::fs::read_to_string(v2_root.join("cgroup.controllers"))
-            .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"));
-        if v2 {
-            let subtree = v2_root.join("cgroup.subtree_control");
-            let enabled = std::fs::read_to_string(&subtree)
-                .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"));
-            if !enabled {
-                write_file(&subtree, "+memory");
-            }
-            let dir = v2_root.join(&name);
-            std::fs::create_dir(&dir)
-                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
-            let cg = MemCgroup { dir };
-            write_file(&cg.dir.join("memory.max"), &LIMIT_BYTES.to_string());
-            if cg.dir.join("memory.swap.max").exists() {
-                write_file(&cg.dir.join("memory.swap.max"), "0");
-            }
-            cg
-        } else {
-            let v1_root = Path::new("/sys/fs/cgroup/memory");
-            assert!(
-                v1_root.join("memory.limit_in_bytes").exists(),
-                "no memory cgroup controller: neither {} lists memory nor is v1's \
-                 mounted at {}",
-                v2_root.join("cgroup.controllers").display(),
-                v1_root.display()
-            );
-            let dir = v1_root.join(&name);
-            std::fs::create_dir(&dir)
-                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
-            let cg = MemCgroup { dir };
-            write_file(
-                &cg.dir.join("memory.limit_in_bytes"),
-                &LIMIT_BYTES.to_string(),
-            );
-            if cg.dir.join("memory.memsw.limit_in_bytes").exists() {
-                write_file(
-                    &cg.dir.join("memory.memsw.limit_in_bytes"),
-                    &LIMIT_BYTES.to_string(),
-                );
-            }
-            let oom_control = cg.dir.join("memory.oom_control");
-            let ctl = std::fs::read_to_string(&oom_control)
-                .unwrap_or_else(|e| panic!("reading {}: {e}", oom_control.display()));
-            if ctl.lines().any(|l| l.trim() == "oom_kill_disable 1") {
-                write_file(&oom_control, "0");
-            }
-            let ctl = std::fs::read_to_string(&oom_control).unwrap_or_default();
-            assert!(
-                ctl.lines().any(|l| l.trim() == "oom_kill_disable 0"),
-                "the OOM killer stays disabled in {}: {ctl}",
-                cg.dir.display()
-            );
-            cg
-        }
-    }
-
-    /// A wrapper for `Redis::start_with`: the shell moves itself into the group, then
-    /// execs `redis-server` (its `$0`) with the arguments (`$@`), keeping its pid.
-    fn wrapper_script(&self) -> String {
-        format!(
-            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-            self.dir.display()
-        )
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for MemCgroup {
-    fn drop(&mut self) {
-        for _ in 0..500 {
-            for pid in self.pids() {
-                // SAFETY: kill(2) on a process of our own group (started by this test).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("could not remove cgroup {}", self.dir.display());
-    }
-}
 
 /// rt-client, killed on drop.
 struct ClientProcess(std::process::Child);
@@ -851,7 +755,7 @@ fn oom_kill_is_redis_oom_killed_for_every_connection() {
         cg.dir.display(),
         cg.pids()
     );
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
 
     // Three idle connections, open before the filling starts.
@@ -969,7 +873,7 @@ impl Drop for Pinger {
 #[test]
 fn idle_timeout_and_client_kill_in_the_same_second_each_get_their_own_cause() {
     let redis = Redis::start_with(&["--timeout", "1"], None);
-    let cap = Capture::start(&[redis.port]);
+    let cap = capture(redis.port);
     wait_redis_view(&redis);
     let mut a = named_client(redis.addr(), "idle-a");
     let a_addr = a.local_addr().expect("addr");

@@ -6,130 +6,14 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use scenario_tests::{Capture, Redis, client_bin, closed_for, require_root, wait_timeout};
+use scenario_tests::{
+    Capture, MemCgroup, Redis, client_bin, closed_for, require_root, wait_timeout,
+};
 use serde_json::Value;
-
-const LIMIT_BYTES: u64 = 64 << 20;
-
-/// A memory cgroup of our own (v2 when the unified hierarchy has the memory
-/// controller, else v1), limited to 64 MiB without swap. Dropping it (also on panic)
-/// kills whatever is still in it (only processes this test started) and removes it.
-struct MemCgroup {
-    dir: PathBuf,
-}
-
-fn write_file(path: &Path, value: &str) {
-    std::fs::write(path, value)
-        .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", path.display()));
-}
-
-impl MemCgroup {
-    fn create() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let name = format!("redis-trace-test-{}-{nanos}", std::process::id());
-        let v2_root = Path::new("/sys/fs/cgroup");
-        let v2 = std::fs::read_to_string(v2_root.join("cgroup.controllers"))
-            .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"));
-        if v2 {
-            // The children of the root get the memory controller only when the root
-            // delegates it.
-            let subtree = v2_root.join("cgroup.subtree_control");
-            let enabled = std::fs::read_to_string(&subtree)
-                .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"));
-            if !enabled {
-                write_file(&subtree, "+memory");
-            }
-            let dir = v2_root.join(&name);
-            std::fs::create_dir(&dir)
-                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
-            let cg = MemCgroup { dir };
-            write_file(&cg.dir.join("memory.max"), &LIMIT_BYTES.to_string());
-            if cg.dir.join("memory.swap.max").exists() {
-                write_file(&cg.dir.join("memory.swap.max"), "0");
-            }
-            cg
-        } else {
-            let v1_root = Path::new("/sys/fs/cgroup/memory");
-            assert!(
-                v1_root.join("memory.limit_in_bytes").exists(),
-                "no memory cgroup controller: neither {} lists memory nor is v1's \
-                 mounted at {}",
-                v2_root.join("cgroup.controllers").display(),
-                v1_root.display()
-            );
-            let dir = v1_root.join(&name);
-            std::fs::create_dir(&dir)
-                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
-            let cg = MemCgroup { dir };
-            // memory first: memsw may never be below it.
-            write_file(
-                &cg.dir.join("memory.limit_in_bytes"),
-                &LIMIT_BYTES.to_string(),
-            );
-            if cg.dir.join("memory.memsw.limit_in_bytes").exists() {
-                write_file(
-                    &cg.dir.join("memory.memsw.limit_in_bytes"),
-                    &LIMIT_BYTES.to_string(),
-                );
-            }
-            let oom_control = cg.dir.join("memory.oom_control");
-            let ctl = std::fs::read_to_string(&oom_control)
-                .unwrap_or_else(|e| panic!("reading {}: {e}", oom_control.display()));
-            if ctl.lines().any(|l| l.trim() == "oom_kill_disable 1") {
-                write_file(&oom_control, "0");
-            }
-            let ctl = std::fs::read_to_string(&oom_control).unwrap_or_default();
-            assert!(
-                ctl.lines().any(|l| l.trim() == "oom_kill_disable 0"),
-                "the OOM killer stays disabled in {}: {ctl}",
-                cg.dir.display()
-            );
-            cg
-        }
-    }
-
-    /// A wrapper for `Redis::start_with`: the shell moves itself into the group, then
-    /// execs `redis-server` (its `$0`) with the arguments (`$@`), keeping its pid.
-    fn wrapper_script(&self) -> String {
-        format!(
-            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-            self.dir.display()
-        )
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for MemCgroup {
-    fn drop(&mut self) {
-        // rmdir fails while a process is in it (or until the memcg is released): retry
-        // for at most 10 s.
-        for _ in 0..500 {
-            for pid in self.pids() {
-                // SAFETY: kill(2) on a process of our own group (started by this test).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("could not remove cgroup {}", self.dir.display());
-    }
-}
 
 /// Reads rt-client's first line, "local ip:port".
 fn client_local_addr(out: &mut impl BufRead) -> SocketAddr {

@@ -280,6 +280,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         open_connections_at_start: open_at_start,
         redis_uprobes: redis_probes,
     };
+    let redis_probes_pids: HashSet<u32> = begin.redis_uprobes.iter().map(|r| r.pid).collect();
     // Every probe is live now: scripts may wait for this line.
     writers.json(&begin)?;
     writers.flush()?;
@@ -327,6 +328,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
 
     let mut last_status = Instant::now();
+    let mut probed: HashSet<u32> = redis_probes_pids;
     let ending = loop {
         tokio::select! {
             _ = sigint.recv() => break Ending::Interrupt,
@@ -350,7 +352,24 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         .drain(ring.get_mut())?;
         assembler.flush(monotonic_ns(), &mut out);
         write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
-        write_status(enricher.poll_sources(), &mut writers)?;
+        let statuses = enricher.poll_sources();
+        if opts.uprobes {
+            // A Redis that (re)started during the capture: probe its new process too.
+            for pid in statuses.iter().filter_map(|s| s.pid) {
+                if probed.insert(pid) {
+                    let (report, syms) = uprobes::attach(&mut loaded.ebpf, pid);
+                    if let Some(s) = syms {
+                        symbols.insert(pid, s);
+                    }
+                    writers.json(&serde_json::json!({
+                        "type": "redis_uprobes",
+                        "time": clock.rfc3339(monotonic_ns()),
+                        "probes": report,
+                    }))?;
+                }
+            }
+        }
+        write_status(statuses, &mut writers)?;
         write_closed(enricher.release(false), &mut writers, &mut counts)?;
         writers.flush()?;
         if writers.status_allowed() && last_status.elapsed() >= Duration::from_secs(1) {
