@@ -84,6 +84,43 @@ fn status(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Test counts, summed over cargo test runs.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs `cargo test`, passing its output through, and adds up its "test result" lines.
+fn tests(what: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("xtask: {what}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let out = child.stdout.take().context("test output")?;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(word))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            tally.passed += count("passed");
+            tally.failed += count("failed");
+        }
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
 fn setup() -> Result<()> {
     status(
         "setting up (scripts/setup.sh)",
@@ -189,21 +226,36 @@ fn run() -> Result<()> {
             if is_root() {
                 unit.args(["--", "--include-ignored"]);
             }
-            status("unit tests", &mut unit)?;
+            let mut tally = Tally::default();
+            tests("unit tests", &mut unit, &mut tally)?;
             let bin = build()?;
             if !is_root() {
                 bail!("the scenario tests load eBPF programs: run `sudo cargo xtask test`");
             }
             let mut cmd = cargo();
-            cmd.args(["test", "--release", "--package", "scenario-tests", "--"])
-                .arg("--test-threads=1");
+            cmd.args([
+                "test",
+                "--release",
+                "--package",
+                "scenario-tests",
+                "--tests",
+                "--",
+            ])
+            .arg("--test-threads=1");
             if let Some(f) = filter {
                 cmd.arg(f);
             }
-            status(
+            tests(
                 "scenario tests (real kernel, real redis-server, one at a time)",
                 cmd.env("REDIS_TRACE_BIN", &bin),
-            )
+                &mut tally,
+            )?;
+            // One closing line for the whole run, unit and scenario tests together.
+            println!("{} passed, {} failed", tally.passed, tally.failed);
+            if tally.passed == 0 {
+                bail!("no test ran");
+            }
+            Ok(())
         }
     }
 }
