@@ -483,3 +483,33 @@ fn json_file_is_private_to_its_owner() {
             .is_some_and(|l| l.contains("capture_ended"))
     );
 }
+
+#[test]
+fn tracefs_is_mounted_when_missing() {
+    require_root();
+    let redis = Redis::start();
+    // In a mount namespace of its own, without tracefs: the host's mounts stay as they are.
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         test -e /sys/kernel/tracing/events && exit 99; \
+         exec {} capture --port {} --duration 1s --quiet",
+        redis_trace_bin().display(),
+        redis.port
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "tracefs could not be unmounted for the test"
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        err.contains("tracefs was not mounted: mounted it at /sys/kernel/tracing"),
+        "{err}"
+    );
+    assert!(err.contains("7 probes attached"), "{err}");
+}
