@@ -84,7 +84,13 @@ static FREEING: LruHashMap<u32, Freeing> = LruHashMap::with_max_entries(1024, 0)
 struct Decision {
     decided_in: u64,
     flags: u64,
+    ts: u64,
 }
+
+/// A deferred free normally follows its decision within one event-loop turn; a decision
+/// older than this is stale (the uprobes were paused in between, and the client's
+/// memory may since hold another client): a new decision replaces it.
+const DECISION_STALE_NS: u64 = 2_000_000_000;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -616,11 +622,18 @@ pub fn redis_free_client_async(ctx: ProbeContext) -> u32 {
     let Some(c) = ctx.arg::<u64>(0) else {
         return 0;
     };
-    // SAFETY: plain map lookup.
-    if unsafe { ASYNC_FREES.get(&c) }.is_none() {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The first decision stands (Redis calls freeClientAsync again for a client already
+    // closing), unless it is stale.
+    // SAFETY: plain map lookup; the value is copied out at once.
+    let fresh = unsafe { ASYNC_FREES.get(&c) }
+        .is_some_and(|d| now.saturating_sub(d.ts) < DECISION_STALE_NS);
+    if !fresh {
         let d = Decision {
             decided_in: return_address(&ctx),
             flags: client_flags(c),
+            ts: now,
         };
         let _ = ASYNC_FREES.insert(&c, &d, 0);
     }
@@ -634,17 +647,19 @@ pub fn redis_free_client(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let freed_from = return_address(&ctx);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: plain map lookup; the value is copied out at once.
-    let (decided_in, flags) = match unsafe { ASYNC_FREES.get(&c) }.copied() {
-        Some(d) => {
-            let _ = ASYNC_FREES.remove(&c);
-            (d.decided_in, d.flags)
-        }
-        None => (freed_from, client_flags(c)),
+    let decision = unsafe { ASYNC_FREES.get(&c) }.copied();
+    if decision.is_some() {
+        let _ = ASYNC_FREES.remove(&c);
+    }
+    let (decided_in, flags) = match decision {
+        Some(d) if now.saturating_sub(d.ts) < DECISION_STALE_NS => (d.decided_in, d.flags),
+        _ => (freed_from, client_flags(c)),
     };
     let f = Freeing {
-        // SAFETY: helper without preconditions.
-        ts: unsafe { bpf_ktime_get_ns() },
+        ts: now,
         freed_from,
         decided_in,
         flags,

@@ -313,3 +313,51 @@ fn no_uprobes_turns_them_off() {
     let records = cap.stop();
     assert_eq!(closed_for(&records, a)["redis_code_path"], Value::Null);
 }
+
+#[test]
+fn uprobes_pause_under_heavy_churn_and_resume_when_calm() {
+    let redis = Redis::start();
+    let cap = Capture::start(&[redis.port]);
+    assert_eq!(cap.started["redis_uprobes"][0]["unavailable"], Value::Null);
+    // Well above 1,000 connection ends a second for a few seconds (bounded: 15,000).
+    let addr = redis.addr();
+    let start = Instant::now();
+    for _ in 0..15_000 {
+        if start.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+        let mut s = connect(addr);
+        s.write_all(b"PING\r\n").expect("write");
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).expect("PONG");
+    }
+    // Calm: one connection, then wait for the resume (10 s of calm, bounded).
+    std::thread::sleep(Duration::from_secs(12));
+    let mut quit = connect(addr);
+    assert_eq!(cmd(&mut quit, &["QUIT"]), "+OK");
+    let quit_addr = quit.local_addr().expect("addr");
+    wait_closed(&mut quit, Duration::from_secs(5));
+    let records = cap.stop();
+    let notes: Vec<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "redis_uprobes")
+        .filter_map(|r| r["note"].as_str())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("uprobes paused")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.starts_with("uprobes resumed")),
+        "{notes:?}"
+    );
+    // After the resume, code paths are back. (The churn reused ephemeral ports, so the
+    // QUIT's address may have ended earlier connections too: take its last.)
+    let want = quit_addr.to_string();
+    let r = records
+        .iter()
+        .filter(|r| r["type"] == "connection_closed" && r["client"] == want.as_str())
+        .next_back()
+        .unwrap_or_else(|| panic!("no record for {want}"));
+    assert_eq!(code_path(r).0, "writeToClient", "{r}");
+}

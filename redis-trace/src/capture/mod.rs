@@ -210,6 +210,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     // Uprobes on each traced Redis: which of its code paths freed each client.
     let mut redis_probes = Vec::new();
     let mut symbols: HashMap<u32, uprobes::Symbols> = HashMap::new();
+    let mut links: HashMap<u32, Vec<uprobes::Link>> = HashMap::new();
     if opts.uprobes {
         let mut pids: Vec<u32> = ports
             .iter()
@@ -218,12 +219,13 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         pids.sort_unstable();
         pids.dedup();
         for pid in pids {
-            let (report, syms) = uprobes::attach(&mut loaded.ebpf, pid);
+            let (report, attached) = uprobes::attach(&mut loaded.ebpf, pid);
             if let Some(why) = &report.unavailable {
                 eprintln!("redis-trace: warning: no uprobes on redis-server pid {pid}: {why}");
             }
-            if let Some(s) = syms {
+            if let Some((s, l)) = attached {
                 symbols.insert(pid, s);
+                links.insert(pid, l);
             }
             redis_probes.push(report);
         }
@@ -294,6 +296,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     write_status(early_status, &mut writers)?;
     let mut counts = Counts::default();
     let mut bad_records = 0u64;
+    let mut closes_seen = 0u64;
     let mut out = Vec::new();
     {
         let mut sinks = Sinks {
@@ -304,6 +307,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
             writers: &mut writers,
             counts: &mut counts,
             bad: &mut bad_records,
+            closes: &mut closes_seen,
         };
         for item in backlog.drain(..) {
             sinks.record(&item)?;
@@ -328,6 +332,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
 
     let mut last_status = Instant::now();
+    let mut governor = UprobeGovernor::new();
     let mut probed: HashSet<u32> = redis_probes_pids;
     let ending = loop {
         tokio::select! {
@@ -348,18 +353,25 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
             writers: &mut writers,
             counts: &mut counts,
             bad: &mut bad_records,
+            closes: &mut closes_seen,
         }
         .drain(ring.get_mut())?;
         assembler.flush(monotonic_ns(), &mut out);
         write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
         let statuses = enricher.poll_sources();
         if opts.uprobes {
-            // A Redis that (re)started during the capture: probe its new process too.
+            // A Redis that (re)started during the capture: probe its new process too
+            // (later, if the probes are paused for churn).
             for pid in statuses.iter().filter_map(|s| s.pid) {
                 if probed.insert(pid) {
-                    let (report, syms) = uprobes::attach(&mut loaded.ebpf, pid);
-                    if let Some(s) = syms {
+                    if governor.paused {
+                        governor.pending.push(pid);
+                        continue;
+                    }
+                    let (report, attached) = uprobes::attach(&mut loaded.ebpf, pid);
+                    if let Some((s, l)) = attached {
                         symbols.insert(pid, s);
+                        links.insert(pid, l);
                     }
                     writers.json(&serde_json::json!({
                         "type": "redis_uprobes",
@@ -367,6 +379,14 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
                         "probes": report,
                     }))?;
                 }
+            }
+            if let Some(note) = governor.tick(closes_seen, &mut links, &mut loaded.ebpf) {
+                writers.json(&serde_json::json!({
+                    "type": "redis_uprobes",
+                    "time": clock.rfc3339(monotonic_ns()),
+                    "note": note,
+                }))?;
+                eprintln!("redis-trace: {note}");
             }
         }
         write_status(statuses, &mut writers)?;
@@ -390,6 +410,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         writers: &mut writers,
         counts: &mut counts,
         bad: &mut bad_records,
+        closes: &mut closes_seen,
     }
     .drain(ring.get_mut())?;
     assembler.flush(u64::MAX, &mut out);
@@ -439,12 +460,17 @@ struct Sinks<'a> {
     writers: &'a mut Writers,
     counts: &'a mut Counts,
     bad: &'a mut u64,
+    /// Connection ends handed over by the kernel (the uprobes' cost follows them).
+    closes: &'a mut u64,
 }
 
 impl Sinks<'_> {
     fn record(&mut self, bytes: &[u8]) -> Result<()> {
         match Record::decode(bytes) {
-            Ok(Record::Closed(c)) => self.assembler.push_closed(c),
+            Ok(Record::Closed(c)) => {
+                *self.closes += 1;
+                self.assembler.push_closed(c);
+            }
             Ok(Record::Sock(s)) => self.assembler.push_sock(s),
             Ok(Record::Proc(p)) => {
                 let ev = process_event(&p, self.watched, self.clock);
@@ -506,6 +532,84 @@ fn write_closed(
         writers.text(&line)?;
     }
     Ok(())
+}
+
+/// Keeps the uprobes' cost to Redis bounded: each freed client costs Redis a uprobe
+/// trap (~2 µs here), so above this many connection ends a second the uprobes are
+/// paused (causes then rest on the other evidence), and resumed once it is calm.
+const UPROBE_MAX_ENDS_PER_S: f64 = 1000.0;
+const UPROBE_CALM_FOR: Duration = Duration::from_secs(10);
+
+struct UprobeGovernor {
+    paused: bool,
+    /// Redis pids to probe again when resuming.
+    pending: Vec<u32>,
+    last: Instant,
+    last_closes: u64,
+    calm_since: Option<Instant>,
+}
+
+impl UprobeGovernor {
+    fn new() -> Self {
+        Self {
+            paused: false,
+            pending: Vec::new(),
+            last: Instant::now(),
+            last_closes: 0,
+            calm_since: None,
+        }
+    }
+
+    /// Once a second: pauses or resumes the uprobes; says what it did.
+    fn tick(
+        &mut self,
+        closes: u64,
+        links: &mut HashMap<u32, Vec<uprobes::Link>>,
+        ebpf: &mut aya::Ebpf,
+    ) -> Option<String> {
+        let elapsed = self.last.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return None;
+        }
+        let rate = closes.saturating_sub(self.last_closes) as f64 / elapsed.as_secs_f64();
+        self.last = Instant::now();
+        self.last_closes = closes;
+        if !self.paused {
+            if rate <= UPROBE_MAX_ENDS_PER_S || links.is_empty() {
+                return None;
+            }
+            self.paused = true;
+            self.calm_since = None;
+            for (pid, l) in links.drain() {
+                uprobes::detach(ebpf, l);
+                self.pending.push(pid);
+            }
+            let _ = uprobes::set_enabled(ebpf, false);
+            return Some(format!(
+                "uprobes paused: {rate:.0} connection ends/s (above {UPROBE_MAX_ENDS_PER_S:.0}/s, \
+                 each costs Redis a uprobe trap); code paths resume when it calms down"
+            ));
+        }
+        if rate > UPROBE_MAX_ENDS_PER_S / 5.0 {
+            self.calm_since = None;
+            return None;
+        }
+        if self.calm_since.get_or_insert_with(Instant::now).elapsed() < UPROBE_CALM_FOR {
+            return None;
+        }
+        self.paused = false;
+        let mut resumed = Vec::new();
+        for pid in self.pending.drain(..) {
+            if let (_, Some((_, l))) = uprobes::attach(ebpf, pid) {
+                links.insert(pid, l);
+                resumed.push(pid.to_string());
+            }
+        }
+        Some(format!(
+            "uprobes resumed on redis-server pid {} ({rate:.0} connection ends/s)",
+            resumed.join(", ")
+        ))
+    }
 }
 
 /// Names the Redis functions behind a close from the closing process's own symbols.

@@ -21,7 +21,10 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::Array,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 use redis_trace_ebpf::{ABSENT, redis_probes};
@@ -152,7 +155,7 @@ pub fn client_flags_offset(version_line: &str) -> Option<u16> {
 }
 
 /// Attaches the uprobes to `pid`'s executable, scoped to that process.
-pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<Symbols>) {
+pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<(Symbols, Vec<Link>)>) {
     let exe = format!("/proc/{pid}/exe");
     let mut report = RedisProbes {
         pid,
@@ -187,22 +190,34 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<Symbols>) {
     }
     report.version = version(pid);
     let offset = report.version.as_deref().and_then(client_flags_offset);
+    let mut links = Vec::new();
     for (func, program) in PROBES {
-        if let Err(e) = attach_one(ebpf, program, func, &exe, pid) {
-            report.unavailable = Some(format!("attaching to {func}: {e:#}"));
-            return (report, None);
+        match attach_one(ebpf, program, func, &exe, pid) {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                report.unavailable = Some(format!("attaching to {func}: {e:#}"));
+                detach(ebpf, links);
+                return (report, None);
+            }
         }
         report.attached.push(func.to_string());
     }
     if let Err(e) = enable(ebpf, offset) {
         report.unavailable = Some(format!("{e:#}"));
+        detach(ebpf, links);
         return (report, None);
     }
     report.client_flags = offset.is_some();
-    (report, Some(symbols))
+    (report, Some((symbols, links)))
 }
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, func: &str, exe: &str, pid: u32) -> Result<()> {
+fn attach_one(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    func: &str,
+    exe: &str,
+    pid: u32,
+) -> Result<Link> {
     let prog: &mut UProbe = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the eBPF object"))?
@@ -213,8 +228,33 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, func: &str, exe: &str, pid: u32) -
     let Some(pid_nz) = std::num::NonZeroU32::new(pid) else {
         bail!("pid 0");
     };
-    prog.attach(func, Path::new(exe), UProbeScope::OneProcess(pid_nz))
+    let id = prog
+        .attach(func, Path::new(exe), UProbeScope::OneProcess(pid_nz))
         .with_context(|| format!("uprobe on {func} in {exe}"))?;
+    Ok((program, id))
+}
+
+/// One attached uprobe: its program and link.
+pub type Link = (&'static str, UProbeLinkId);
+
+/// Detaches `links` (the Redis keeps running, unprobed).
+pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) {
+    for (program, id) in links {
+        if let Some(prog) = ebpf.program_mut(program)
+            && let Ok(prog) = <&mut UProbe>::try_from(prog)
+        {
+            let _ = prog.detach(id);
+        }
+    }
+}
+
+/// Turns the kernel side's use of the uprobes on or off (the FIN path's lookup).
+pub fn set_enabled(ebpf: &mut Ebpf, on: bool) -> Result<()> {
+    let mut cfg: Array<_, u32> = Array::try_from(
+        ebpf.map_mut("REDIS_PROBES")
+            .context("map REDIS_PROBES missing")?,
+    )?;
+    cfg.set(redis_probes::ENABLED, u32::from(on), 0)?;
     Ok(())
 }
 
