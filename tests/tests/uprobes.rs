@@ -356,8 +356,7 @@ fn uprobes_pause_under_heavy_churn_and_resume_when_calm() {
     let want = quit_addr.to_string();
     let r = records
         .iter()
-        .filter(|r| r["type"] == "connection_closed" && r["client"] == want.as_str())
-        .next_back()
+        .rfind(|r| r["type"] == "connection_closed" && r["client"] == want.as_str())
         .unwrap_or_else(|| panic!("no record for {want}"));
     assert_eq!(code_path(r).0, "writeToClient", "{r}");
 }
