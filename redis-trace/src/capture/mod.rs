@@ -298,17 +298,23 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     let mut bad_records = 0u64;
     let mut closes_seen = 0u64;
     let mut out = Vec::new();
-    {
-        let mut sinks = Sinks {
-            assembler: &mut assembler,
-            enricher: &mut enricher,
-            watched: &watched_set,
-            clock: &clock,
-            writers: &mut writers,
-            counts: &mut counts,
-            bad: &mut bad_records,
-            closes: &mut closes_seen,
+    // The record path's borrows of the loop's state, taken afresh where records flow.
+    macro_rules! sinks {
+        () => {
+            Sinks {
+                assembler: &mut assembler,
+                enricher: &mut enricher,
+                watched: &watched_set,
+                clock: &clock,
+                writers: &mut writers,
+                counts: &mut counts,
+                bad: &mut bad_records,
+                closes: &mut closes_seen,
+            }
         };
+    }
+    {
+        let mut sinks = sinks!();
         for item in backlog.drain(..) {
             sinks.record(&item)?;
         }
@@ -345,17 +351,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
             }
             _ = tick.tick() => {}
         }
-        Sinks {
-            assembler: &mut assembler,
-            enricher: &mut enricher,
-            watched: &watched_set,
-            clock: &clock,
-            writers: &mut writers,
-            counts: &mut counts,
-            bad: &mut bad_records,
-            closes: &mut closes_seen,
-        }
-        .drain(ring.get_mut())?;
+        sinks!().drain(ring.get_mut())?;
         assembler.flush(monotonic_ns(), &mut out);
         write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
         let statuses = enricher.poll_sources();
@@ -402,17 +398,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     };
 
     // Stop: collect what the kernel still holds, then everything pending.
-    Sinks {
-        assembler: &mut assembler,
-        enricher: &mut enricher,
-        watched: &watched_set,
-        clock: &clock,
-        writers: &mut writers,
-        counts: &mut counts,
-        bad: &mut bad_records,
-        closes: &mut closes_seen,
-    }
-    .drain(ring.get_mut())?;
+    sinks!().drain(ring.get_mut())?;
     assembler.flush(u64::MAX, &mut out);
     write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
     // Redis-side closes wait for the poll after them: give it its moment, bounded.
