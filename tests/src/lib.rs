@@ -3,7 +3,7 @@
 //!
 //! Tests need root (they load eBPF programs) and panic with a message when something
 //! is missing: a scenario that cannot run is a failure, never a silent pass.
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -312,6 +312,17 @@ pub fn client_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Reads rt-client's first line, "local ip:port": the client's end of its connection.
+pub fn client_local_addr(out: &mut impl BufRead) -> SocketAddr {
+    let mut line = String::new();
+    out.read_line(&mut line)
+        .expect("rt-client says where it is");
+    line.trim()
+        .strip_prefix("local ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("rt-client said {line:?}"))
 }
 
 /// The thread id of the calling thread.

@@ -6,7 +6,7 @@
 //! specific proof (a Redis log line, an INFO counter, a CLIENT LIST entry, a kernel
 //! process event) besides the kernel's facts. Run as root, one at a time:
 //! `cargo xtask test`.
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 
 use std::process::{Command, Stdio};
@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use scenario_tests::{
-    Capture, MemCgroup, Redis, client_bin, closed_for, require_root, wait_timeout,
+    Capture, MemCgroup, Redis, client_bin, client_local_addr, closed_for, require_root,
+    wait_timeout,
 };
 use serde_json::Value;
 
@@ -727,17 +728,6 @@ impl Drop for ClientProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Reads rt-client's first line, "local ip:port".
-fn client_local_addr(out: &mut impl BufRead) -> SocketAddr {
-    let mut line = String::new();
-    out.read_line(&mut line)
-        .expect("rt-client says where it is");
-    line.trim()
-        .strip_prefix("local ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("rt-client said {line:?}"))
 }
 
 #[test]

@@ -4,27 +4,17 @@
 //! each checks the records field by field. Run as root, one at a time:
 //! `cargo xtask test`.
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Read as _, Write as _};
+use std::net::TcpStream;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use scenario_tests::{
-    Capture, MemCgroup, Redis, client_bin, closed_for, require_root, wait_timeout,
+    Capture, MemCgroup, Redis, client_bin, client_local_addr, closed_for, require_root,
+    wait_timeout,
 };
 use serde_json::Value;
-
-/// Reads rt-client's first line, "local ip:port".
-fn client_local_addr(out: &mut impl BufRead) -> SocketAddr {
-    let mut line = String::new();
-    out.read_line(&mut line)
-        .expect("rt-client says where it is");
-    line.trim()
-        .strip_prefix("local ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("rt-client said {line:?}"))
-}
 
 /// Waits (at most `limit`) for redis-server to die by itself; panics otherwise.
 fn wait_redis_dead(redis: &mut Redis, limit: Duration, why: &str) -> std::process::ExitStatus {
