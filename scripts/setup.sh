@@ -25,11 +25,21 @@ if ((${#need_pkgs[@]})); then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null || true
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-  # The package starts its own service on 6379; the project starts its own servers.
-  if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
-    systemctl stop redis-server || true
+  # The redis-server package would start its own service on 6379; the project starts its
+  # own servers. Rather than stop a service afterwards (which could be a production
+  # Redis that was already running), keep the packages from starting any service while
+  # they install (Debian's policy-rc.d: exit 101 = "not allowed"), and stop nothing.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# redis-trace setup: no service starts during its package install\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    made_policy=1
   fi
+  install_ok=0
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null && install_ok=1
+  if ((made_policy)); then rm -f "$policy"; fi
+  ((install_ok)) || { echo "setup: apt-get install ${need_pkgs[*]} failed" >&2; exit 1; }
 fi
 
 # --- nightly toolchain with rust-src ------------------------------------------

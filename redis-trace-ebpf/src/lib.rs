@@ -32,7 +32,29 @@ pub mod counter {
     pub const READ_FAILED: u32 = 2;
     /// Tracepoint hits that passed the port filter (events seen, for cost figures).
     pub const HITS: u32 = 3;
-    pub const LEN: u32 = 4;
+    /// One of redis-trace's own sockets could not be remembered (`OWN_SOCKS` full): its
+    /// connection is then reported like any other.
+    pub const OWN_SOCKS_FULL: u32 = 4;
+    pub const LEN: u32 = 5;
+}
+
+/// Processes the kernel side watches by pid (`WATCHED_PIDS`).
+pub const MAX_WATCHED_PIDS: u32 = 4096;
+/// redis-trace's own sockets remembered at once (`OWN_SOCKS`): its Redis pollers, one or
+/// two connections per traced server.
+pub const MAX_OWN_SOCKS: u32 = 4096;
+
+#[cfg(test)]
+mod counter_tests {
+    #[test]
+    fn counters_are_distinct_and_within_len() {
+        use super::counter::*;
+        let all = [RING_FULL, CONN_MAP_FULL, READ_FAILED, HITS, OWN_SOCKS_FULL];
+        for (i, a) in all.iter().enumerate() {
+            assert!(*a < LEN);
+            assert!(all[i + 1..].iter().all(|b| b != a));
+        }
+    }
 }
 
 /// The `kind` word every ring-buffer record starts with.

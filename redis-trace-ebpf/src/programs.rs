@@ -22,8 +22,9 @@ use aya_ebpf::{
 };
 use redis_trace_ebpf::{
     ABSENT, AF_INET, AF_INET6, AddrLayout, Config, ConnClosed, ConnKey, ConnState, IPPROTO_TCP,
-    MAX_CONNS, MAX_PORTS, MAX_PROC_NAMES, NO_FLAGS, NO_REASON, ProcEvent, RING_BYTES, SockEvent,
-    conn_flags, counter, how, kind, proc_event, redis_probes, side, sock_event, tcp_state,
+    MAX_CONNS, MAX_OWN_SOCKS, MAX_PORTS, MAX_PROC_NAMES, MAX_WATCHED_PIDS, NO_FLAGS, NO_REASON,
+    ProcEvent, RING_BYTES, SockEvent, conn_flags, counter, how, kind, proc_event, redis_probes,
+    side, sock_event, tcp_state,
 };
 
 /// Layouts and settings, overridden by the loader (`EbpfLoader::override_global`).
@@ -53,12 +54,12 @@ static PROC_NAMES: Array<[u8; 16]> = Array::with_max_entries(MAX_PROC_NAMES, 0);
 /// Processes to watch -> their name: Redis servers found by their listening port at
 /// start (whatever their name), and those whose main thread exits with a watched name.
 #[map]
-static WATCHED_PIDS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(4096, 0);
+static WATCHED_PIDS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(MAX_WATCHED_PIDS, 0);
 
 /// Sockets redis-trace's own process connected (its Redis poller), while they live:
 /// their connections are left out of the output.
 #[map]
-static OWN_SOCKS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+static OWN_SOCKS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_OWN_SOCKS, 0);
 
 /// Settings of the Redis uprobes, indexed by `redis_trace_ebpf::redis_probes`.
 #[map]
@@ -69,10 +70,11 @@ fn redis_probe_setting(index: u32) -> u32 {
     REDIS_PROBES.get(index).copied().unwrap_or(0)
 }
 
-/// Redis's deferred frees (`freeClientAsync`): client pointer -> who decided, and the
-/// client's flags then. Consumed by the `freeClient` that follows, maybe much later.
+/// Redis's deferred frees (`freeClientAsync`): [process, client pointer] -> who decided,
+/// and the client's flags then. Consumed by the `freeClient` that follows, maybe much
+/// later. Keyed by the process too: two Redis servers can hold a client at one address.
 #[map]
-static ASYNC_FREES: LruHashMap<u64, Decision> = LruHashMap::with_max_entries(8192, 0);
+static ASYNC_FREES: LruHashMap<[u64; 2], Decision> = LruHashMap::with_max_entries(8192, 0);
 
 /// What each Redis thread is freeing right now (`freeClient`): consumed by the state
 /// change of the socket it closes, microseconds later in the same thread.
@@ -449,7 +451,9 @@ fn try_inet_sock_set_state(ctx: &Rec) -> Option<()> {
         let own = config!(own_tgid);
         if own != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == own {
             if let Some(sk) = field::<u64>(ctx, l.skaddr) {
-                let _ = OWN_SOCKS.insert(&sk, &1, 0);
+                if OWN_SOCKS.insert(&sk, &1, 0).is_err() {
+                    count(counter::OWN_SOCKS_FULL);
+                }
             }
         }
         return None;
@@ -626,8 +630,9 @@ pub fn redis_free_client_async(ctx: ProbeContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     // The first decision stands (Redis calls freeClientAsync again for a client already
     // closing), unless it is stale.
+    let key = [bpf_get_current_pid_tgid() >> 32, c];
     // SAFETY: plain map lookup; the value is copied out at once.
-    let fresh = unsafe { ASYNC_FREES.get(&c) }
+    let fresh = unsafe { ASYNC_FREES.get(&key) }
         .is_some_and(|d| now.saturating_sub(d.ts) < DECISION_STALE_NS);
     if !fresh {
         let d = Decision {
@@ -635,7 +640,7 @@ pub fn redis_free_client_async(ctx: ProbeContext) -> u32 {
             flags: client_flags(c),
             ts: now,
         };
-        let _ = ASYNC_FREES.insert(&c, &d, 0);
+        let _ = ASYNC_FREES.insert(&key, &d, 0);
     }
     0
 }
@@ -649,10 +654,11 @@ pub fn redis_free_client(ctx: ProbeContext) -> u32 {
     let freed_from = return_address(&ctx);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    let key = [bpf_get_current_pid_tgid() >> 32, c];
     // SAFETY: plain map lookup; the value is copied out at once.
-    let decision = unsafe { ASYNC_FREES.get(&c) }.copied();
+    let decision = unsafe { ASYNC_FREES.get(&key) }.copied();
     if decision.is_some() {
-        let _ = ASYNC_FREES.remove(&c);
+        let _ = ASYNC_FREES.remove(&key);
     }
     let (decided_in, flags) = match decision {
         Some(d) if now.saturating_sub(d.ts) < DECISION_STALE_NS => (d.decided_in, d.flags),

@@ -323,7 +323,7 @@ fn redis_close(
         let class = client_class(&entry.flags);
         out.push(format!(
             "CLIENT LIST at {}: {}",
-            humantime::format_rfc3339_millis(seen),
+            crate::timefmt::rfc3339_millis(seen),
             describe_entry(entry)
         ));
         if let Some(cfg) = ev.config {
@@ -422,7 +422,7 @@ fn from_code_path(
         if let Some((entry, seen)) = ev.client.filter(|(_, seen)| *seen <= close) {
             v.evidence.push(format!(
                 "CLIENT LIST at {}: {}",
-                humantime::format_rfc3339_millis(seen),
+                crate::timefmt::rfc3339_millis(seen),
                 describe_entry(entry)
             ));
         }
@@ -472,14 +472,14 @@ fn idle_timeout(
     // timeout` (activity after the snapshot only makes it later), and at most about
     // 2 s after it (the +1 of `>`, plus serverCron visiting each client once a second).
     let last_activity = seen.checked_sub(Duration::from_secs(e.idle))?;
-    let predicted = last_activity + Duration::from_secs(timeout);
+    let predicted = last_activity.checked_add(Duration::from_secs(timeout))?;
     let off = secs_between(predicted, close);
     if (-0.05..=2.5).contains(&off) {
         out.push(format!(
             "config: timeout is {timeout}s; idle {}s at that snapshot puts the idle timeout at {}, \
              and the close came {off:+.1}s from it",
             e.idle,
-            humantime::format_rfc3339_millis(predicted)
+            crate::timefmt::rfc3339_millis(predicted)
         ));
         return Some(Verdict::new(Cause::RedisIdleTimeout, std::mem::take(out)));
     }
@@ -561,7 +561,7 @@ fn process_end(
         |e: &&ProcEvent| e.pid == pid && (0.0..=30.0).contains(&secs_between(e.time, exit.time));
     out.push(format!(
         "kernel: redis-server (pid {pid}) exited at {}",
-        humantime::format_rfc3339_millis(exit.time)
+        crate::timefmt::rfc3339_millis(exit.time)
     ));
     if ev
         .proc_events
@@ -694,8 +694,8 @@ pub fn apply_counters(window: &CounterWindow, verdicts: &mut [&mut Verdict], kil
     let span = match (window.from, window.to) {
         (Some(a), Some(b)) => format!(
             "between {} and {}",
-            humantime::format_rfc3339_millis(a),
-            humantime::format_rfc3339_millis(b)
+            crate::timefmt::rfc3339_millis(a),
+            crate::timefmt::rfc3339_millis(b)
         ),
         _ => "around the close".into(),
     };
@@ -861,6 +861,17 @@ mod tests {
         assert_eq!(v.closed_by, "redis");
         assert!(v.evidence.iter().any(|s| s.starts_with("CLIENT LIST")));
         assert!(v.evidence.iter().any(|s| s.contains("timeout is 10s")));
+    }
+
+    #[test]
+    fn a_huge_timeout_from_a_hostile_redis_does_not_panic() {
+        let c = closed("server", Some("FIN"), "sent_fin", 20.3);
+        let e = entry(3, "N", 0);
+        let mut cfg = config();
+        // Past what parse_config keeps, as if a Redis had said it: checked, not a panic.
+        cfg.timeout = Some(u64::MAX);
+        let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+        assert_ne!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
     }
 
     #[test]

@@ -74,11 +74,14 @@ impl Drop for MemCgroup {
     }
 }
 
-/// The demo's redis-server, killed on drop.
+/// The demo's redis-server, killed on drop. It is no open door for other local users:
+/// it has a random password (in a 0600 config file, not on its command line), and runs
+/// as the `redis` user where one exists, from a fresh private directory.
 struct Server {
     child: Child,
     port: u16,
     dir: PathBuf,
+    password: String,
 }
 
 impl Drop for Server {
@@ -93,6 +96,43 @@ impl Server {
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
+
+    /// A connection that has authenticated.
+    fn client(&self) -> Result<TcpStream> {
+        let mut s = connect(self.addr())?;
+        let ok = command(&mut s, &["AUTH", &self.password])?;
+        if ok != "+OK" {
+            bail!("the demo's redis-server refused its password: {ok}");
+        }
+        Ok(s)
+    }
+}
+
+/// 128 random bits as hex, from the kernel.
+fn random_password() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the demo's password")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The uid and gid of the `redis` user (Debian's package makes it), if there is one.
+fn redis_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == "redis").then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// A fresh private directory (mkdtemp, 0700), never a predictable /tmp path.
+fn private_dir(tag: &str) -> Result<PathBuf> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("redis-trace-demo-{tag}-"))
+        .tempdir()
+        .context("creating a private temporary directory")?
+        .keep())
 }
 
 fn connect(addr: SocketAddr) -> Result<TcpStream> {
@@ -136,25 +176,35 @@ fn wait_eof(s: &mut TcpStream, limit: Duration) -> bool {
 }
 
 fn start_server(cgroup: Option<&MemCgroup>) -> Result<Server> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::process::CommandExt as _;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let dir = std::env::temp_dir().join(format!("redis-trace-demo-{port}"));
-    std::fs::create_dir_all(&dir)?;
-    let mut cmd = match cgroup {
-        // Join the cgroup before exec, so that redis-server is in it from its first page.
-        Some(cg) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg(format!(
-                    "echo $$ > {} && exec redis-server \"$@\"",
-                    cg.procs.display()
-                ))
-                .arg("redis-server");
-            c
+    let dir = private_dir("redis")?;
+    let password = random_password()?;
+    // The password goes in a config file only its owner reads: argv shows in `ps`.
+    let conf = dir.join("redis.conf");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&conf)
+        .and_then(|mut f| writeln!(f, "requirepass {password}"))
+        .context("writing the demo's redis.conf")?;
+    let user = redis_user();
+    if let Some((uid, gid)) = user {
+        for p in [&dir, &conf] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .with_context(|| format!("handing {} to the redis user", p.display()))?;
         }
-        None => Command::new("redis-server"),
-    };
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let mut cmd = Command::new("redis-server");
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
     let log = dir.join("redis.log");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+    cmd.arg(&conf)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .args(["--timeout", "2"])
         .args(["--client-output-buffer-limit", "pubsub 256kb 128kb 10"])
@@ -162,15 +212,27 @@ fn start_server(cgroup: Option<&MemCgroup>) -> Result<Server> {
         .arg(&dir)
         .arg("--logfile")
         .arg(&log)
+        .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let child = cmd.spawn().context(
         "starting redis-server: install it (apt-get install redis-server) or run scripts/setup.sh",
     )?;
-    let server = Server { child, port, dir };
+    let server = Server {
+        child,
+        port,
+        dir,
+        password,
+    };
+    // Into the memory cgroup at once (root writes it; redis-server may not), before it
+    // holds any data worth the name.
+    if let Some(cg) = cgroup {
+        std::fs::write(&cg.procs, server.child.id().to_string())
+            .context("moving the demo's redis-server into its memory cgroup")?;
+    }
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(mut s) = connect(server.addr())
+        if let Ok(mut s) = server.client()
             && command(&mut s, &["PING"]).is_ok_and(|r| r == "+PONG")
         {
             return Ok(server);
@@ -203,10 +265,13 @@ pub fn run() -> Result<()> {
 
     // The capture: this very binary, as a child, its timeline on our stdout.
     let exe = std::env::current_exe().context("finding redis-trace's own binary")?;
-    let json = server.dir.join("capture.jsonl");
+    // The capture's own private directory (root's), apart from the server's.
+    let capture_dir = private_dir("capture")?;
+    let json = capture_dir.join("capture.jsonl");
     let mut capture = Command::new(exe)
         .args(["capture", "--port", &server.port.to_string(), "--json"])
         .arg(&json)
+        .env("REDISCLI_AUTH", &server.password)
         .stdin(Stdio::null())
         .spawn()
         .context("starting the capture")?;
@@ -239,6 +304,7 @@ pub fn run() -> Result<()> {
     }
     drop(server);
     drop(cgroup);
+    let _ = std::fs::remove_dir_all(&capture_dir);
     if interrupted() {
         eprintln!("redis-trace demo: interrupted; cleaned up");
     }
@@ -246,14 +312,13 @@ pub fn run() -> Result<()> {
 }
 
 fn scenes(server: &Server, oom: bool) -> Result<()> {
-    let addr = server.addr();
     let step = |n: u32, what: &str| say(&format!("{n}/5 {what}"));
 
     step(
         1,
         "idle timeout: a client connects, sends PING, then stays silent past `timeout 2`",
     );
-    let mut idle = connect(addr)?;
+    let mut idle = server.client()?;
     command(&mut idle, &["CLIENT", "SETNAME", "idle-worker"])?;
     command(&mut idle, &["PING"])?;
     wait_eof(&mut idle, Duration::from_secs(8));
@@ -266,10 +331,10 @@ fn scenes(server: &Server, oom: bool) -> Result<()> {
         2,
         "a slow pub/sub subscriber: it stops reading while a publisher bursts",
     );
-    let mut sub = connect(addr)?;
+    let mut sub = server.client()?;
     command(&mut sub, &["CLIENT", "SETNAME", "slow-subscriber"])?;
     command(&mut sub, &["SUBSCRIBE", "news"])?;
-    let mut publisher = connect(addr)?;
+    let mut publisher = server.client()?;
     let payload = "x".repeat(64 * 1024);
     // Until Redis drops the subscriber (PUBLISH then reaches 0 receivers); the socket
     // buffers absorb a few MB first. Bounded: at most 32 MB.
@@ -289,11 +354,11 @@ fn scenes(server: &Server, oom: bool) -> Result<()> {
     }
 
     step(3, "CLIENT KILL: an operator's connection kills a worker's");
-    let mut worker = connect(addr)?;
+    let mut worker = server.client()?;
     command(&mut worker, &["CLIENT", "SETNAME", "worker-7"])?;
     let id = command(&mut worker, &["CLIENT", "ID"])?;
     let id = id.trim_start_matches(':').to_string();
-    let mut admin = connect(addr)?;
+    let mut admin = server.client()?;
     command(&mut admin, &["CLIENT", "SETNAME", "ops-console"])?;
     command(&mut admin, &["CLIENT", "KILL", "ID", &id])?;
     // Stay connected a moment, so that CLIENT LIST shows who ran the kill.
@@ -305,7 +370,7 @@ fn scenes(server: &Server, oom: bool) -> Result<()> {
     }
 
     step(4, "a client aborts: close() with SO_LINGER 0 sends a RST");
-    let mut abort = connect(addr)?;
+    let mut abort = server.client()?;
     command(&mut abort, &["PING"])?;
     {
         use std::os::fd::AsRawFd as _;
@@ -338,7 +403,7 @@ fn scenes(server: &Server, oom: bool) -> Result<()> {
         5,
         "OOM kill: Redis, in a 64 MiB memory cgroup, is filled until the kernel kills it",
     );
-    let mut filler = connect(addr)?;
+    let mut filler = server.client()?;
     command(&mut filler, &["CLIENT", "SETNAME", "bulk-loader"])?;
     let value = "v".repeat(1 << 20);
     for i in 0..200 {

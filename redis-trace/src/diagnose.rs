@@ -66,6 +66,10 @@ pub struct Options {
     pub port: u16,
     pub url: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// The port was found by discovery (or is the default), not named by the operator:
+    /// the password then goes only to a real server's process `pid` (see
+    /// `procinfo::trusted_server`), and to nothing when no server process is known.
+    pub discovered: Option<Option<u32>>,
 }
 
 /// The outcome: what Redis said about itself (None when it could not be read) and the
@@ -984,9 +988,8 @@ fn redis_log_path(logfile: Option<&str>, pid: Option<u32>) -> Result<(PathBuf, S
 
 /// The last [`LOG_TAIL_BYTES`] of the file, from a line start.
 fn read_tail(path: &Path) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = f.metadata()?.len();
+    let (mut f, meta) = crate::enrich::redis_log::open_regular_file(path)?;
+    let len = meta.len();
     let start = len.saturating_sub(LOG_TAIL_BYTES);
     f.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::new();
@@ -1504,11 +1507,25 @@ fn is_access_error(msg: &str) -> bool {
 /// Critical finding; Err only when the tool cannot do its job (a bad URL, an unreadable
 /// password file, credentials or permissions refused).
 pub fn run(opts: &Options) -> anyhow::Result<Diagnosis> {
-    let target = Target::new(
+    let mut target = Target::new(
         opts.url.as_deref(),
         opts.port,
         opts.password_file.as_deref(),
     )?;
+    if let (Some(pid), Some(_), None) = (opts.discovered, &target.password, &opts.url)
+        && let Err(why) = pid
+            .ok_or_else(|| "no Redis server process listens there".to_string())
+            .and_then(crate::procinfo::trusted_server)
+    {
+        eprintln!(
+            "redis-trace: warning: not sending the Redis password to port {}: {}; name it with \
+             --port {} if it is the server you mean",
+            opts.port,
+            crate::procinfo::escape_name(&why),
+            opts.port
+        );
+        target = target.without_password();
+    }
     let (addr, url_local) = url_addr(&target.url);
     let read = Session::connect(&target).and_then(|mut s| {
         let cfg = s.config()?;
@@ -1684,7 +1701,8 @@ fn facts_from(
         uptime_s: uptime,
         started_at: uptime
             .and_then(|u| SystemTime::now().checked_sub(Duration::from_secs(u)))
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            .filter(|t| *t >= SystemTime::UNIX_EPOCH)
+            .map(crate::timefmt::rfc3339_seconds),
         role: info.get("role").cloned(),
         connected_clients: u64_of(info, "connected_clients"),
         blocked_clients: u64_of(info, "blocked_clients"),
@@ -1829,6 +1847,19 @@ mod tests {
             }
         }
         parse_config(&pairs)
+    }
+
+    #[test]
+    fn a_huge_uptime_does_not_make_a_time_before_1970() {
+        let info = info_with(&[("uptime_in_seconds", "18446744073709551615")]);
+        let f = facts_from("127.0.0.1:6379", &RedisConfig::default(), &info, None, true);
+        assert_eq!(f.started_at, None);
+        // And the text rendering of such facts does not panic either.
+        let d = Diagnosis {
+            redis: Some(f),
+            findings: Vec::new(),
+        };
+        let _ = render_text(&d, false);
     }
 
     fn info_with(changes: &[(&str, &str)]) -> HashMap<String, String> {

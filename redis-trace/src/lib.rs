@@ -15,4 +15,6 @@ pub mod postmortem;
 pub mod procinfo;
 pub mod record;
 pub mod report;
+pub mod signals;
+pub mod timefmt;
 pub mod tracefs;

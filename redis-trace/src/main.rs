@@ -16,19 +16,36 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("redis-trace: error: {err:#}");
+            // Errors can quote Redis (a NOPERM detail) or a path: escaped for the terminal.
+            eprintln!(
+                "redis-trace: error: {}",
+                redis_trace::procinfo::escape_name(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }
 }
 
-/// The first traced port, from a capture's `capture_started` line.
-fn first_port(json: &std::path::Path) -> Option<u16> {
-    let text = std::fs::read_to_string(json).ok()?;
-    let first: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
-    first["ports"][0]["port"]
+/// The first traced port, from a capture's `capture_started` line, with its Redis pid
+/// when the port was discovered rather than named by the operator.
+fn first_port(json: &std::path::Path) -> Option<(u16, Option<Option<u32>>)> {
+    use std::io::BufRead as _;
+    let file = std::fs::File::open(json).ok()?;
+    // Only the first line, and at most 1 MiB of it.
+    let mut line = String::new();
+    std::io::Read::take(std::io::BufReader::new(file), 1 << 20)
+        .read_line(&mut line)
+        .ok()?;
+    let first: serde_json::Value = serde_json::from_str(&line).ok()?;
+    let port = first["ports"][0]["port"]
         .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
+        .and_then(|p| u16::try_from(p).ok())?;
+    let discovered = (first["port_source"] == "discovered").then(|| {
+        first["ports"][0]["process"]["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+    });
+    Some((port, discovered))
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -38,6 +55,8 @@ fn run() -> anyhow::Result<ExitCode> {
         .build()?;
     match cli.command {
         Command::Capture(args) => {
+            // First of all: a Ctrl-C while the probes load must end the capture cleanly.
+            let signals = redis_trace::signals::Signals::install()?;
             let opts = args.options()?;
             let report = opts.report.clone().zip(match &opts.json {
                 Some(redis_trace::output::JsonTarget::File(p)) => Some(p.clone()),
@@ -45,7 +64,7 @@ fn run() -> anyhow::Result<ExitCode> {
             });
             let redact = opts.redact;
             let diagnose_redis = opts.redis.clone();
-            let end = runtime.block_on(redis_trace::capture::run(opts))?;
+            let end = runtime.block_on(redis_trace::capture::run(opts, signals.clone()))?;
             eprintln!(
                 "redis-trace: {} connections closed, {} other resets, {} process events in {:.1} s; {} lost events",
                 end.counts.connections_closed,
@@ -60,14 +79,17 @@ fn run() -> anyhow::Result<ExitCode> {
                     end.lost_events
                 );
             }
+            // Everything captured is on disk: from here a signal ends the tool at once.
+            signals.finishing();
             if let Some((md, json)) = report {
                 // The configuration's risks, read-only, for the report's findings.
                 let findings = diagnose_redis.and_then(|access| {
-                    let port = first_port(&json)?;
+                    let (port, discovered) = first_port(&json)?;
                     let d = redis_trace::diagnose::run(&redis_trace::diagnose::Options {
                         port,
                         url: access.url,
                         password_file: access.password_file,
+                        discovered,
                     })
                     .ok()?;
                     Some(redis_trace::postmortem::findings(&d))
@@ -107,16 +129,20 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Diagnose(args) => {
-            let port = args.port.unwrap_or_else(|| {
-                redis_trace::procinfo::redis_ports(&redis_trace::capture::SERVER_NAMES)
+            // A port named by the operator is trusted with the password; a discovered one
+            // only if it is a real server.
+            let (port, discovered) = match args.port {
+                Some(p) => (p, None),
+                None => redis_trace::procinfo::redis_ports(&redis_trace::capture::SERVER_NAMES)
                     .ok()
-                    .and_then(|p| p.first().map(|(port, _)| *port))
-                    .unwrap_or(6379)
-            });
+                    .and_then(|p| p.first().map(|(port, pr)| (*port, Some(Some(pr.pid)))))
+                    .unwrap_or((6379, Some(None))),
+            };
             let d = redis_trace::diagnose::run(&redis_trace::diagnose::Options {
                 port,
                 url: args.redis_url,
                 password_file: args.password_file,
+                discovered,
             })?;
             let mut out = io::stdout().lock();
             if args.json {

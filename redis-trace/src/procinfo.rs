@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use procfs::ProcError;
 use procfs::net::{TcpNetEntry, TcpState};
 use procfs::process::Process;
 
@@ -122,6 +121,69 @@ pub fn redis_ports(names: &[&str]) -> anyhow::Result<Vec<(u16, ProcessInfo)>> {
     Ok(ports)
 }
 
+/// Users a packaged Redis or Valkey runs as (Debian, RPM and the official images).
+const SERVICE_USERS: [&str; 2] = ["redis", "valkey"];
+
+/// Whether the server process `pid` may be given the operator's Redis password when it
+/// was only *discovered* (not named with --port or --redis-url): it must run as root or
+/// as a Redis service user, from an executable owned by one of those and writable by
+/// no one else. Any local user can start a program called `redis-server` on a free
+/// port; that one gets no password. Err says why not, for the operator.
+pub fn trusted_server(pid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let service_uids = service_uids();
+    let trusted_uid = |uid: u32| uid == 0 || service_uids.contains(&uid);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
+    let uids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|u| u.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if uids.is_empty() {
+        return Err(format!("cannot read the owner of pid {pid}"));
+    }
+    if let Some(uid) = uids.iter().find(|u| !trusted_uid(**u)) {
+        return Err(format!(
+            "pid {pid} runs as uid {uid}, neither root nor a Redis service user"
+        ));
+    }
+    // The file that runs (/proc/PID/exe resolves to it, even if renamed or deleted).
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .map_err(|e| format!("cannot stat the executable of pid {pid}: {e}"))?;
+    if !trusted_uid(meta.uid()) {
+        return Err(format!(
+            "the executable of pid {pid} is owned by uid {}, neither root nor a Redis service user",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the executable of pid {pid} is writable by other users (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// The uids of [`SERVICE_USERS`] in /etc/passwd.
+fn service_uids() -> Vec<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            SERVICE_USERS.contains(&name).then_some(uid)
+        })
+        .collect()
+}
+
 /// Processes by name (same matching as [`redis_ports`]), for the pids to watch. Sorted by pid.
 pub fn processes_named(names: &[&str]) -> anyhow::Result<Vec<ProcessInfo>> {
     Ok(all_pids()?
@@ -212,13 +274,13 @@ fn is_invisible_reordering(c: char) -> bool {
 }
 
 /// The part of a /proc/net/tcp{,6} row that we use.
-#[derive(Debug)]
-struct TcpSocket {
-    local: SocketAddr,
-    remote: SocketAddr,
-    listening: bool,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub listening: bool,
     /// 0 when no file refers to the socket (TIME_WAIT, not yet accepted).
-    inode: u64,
+    pub inode: u64,
 }
 
 impl From<TcpNetEntry> for TcpSocket {
@@ -232,16 +294,27 @@ impl From<TcpNetEntry> for TcpSocket {
     }
 }
 
+/// Parses the text of /proc/net/tcp or /proc/net/tcp6: a header line, then one row per
+/// socket (procfs's parser, with this host's byte order). A row that does not parse is an
+/// error for the whole table, as it is for procfs.
+pub fn parse_tcp_rows(text: &str) -> anyhow::Result<Vec<TcpSocket>> {
+    use procfs::FromBufReadSI as _;
+    let entries =
+        procfs::net::TcpNetEntries::from_buf_read(text.as_bytes(), procfs::current_system_info())?;
+    Ok(entries.0.into_iter().map(TcpSocket::from).collect())
+}
+
 /// Both socket tables of the current network namespace.
 fn tcp_sockets() -> anyhow::Result<Vec<TcpSocket>> {
-    let mut entries = procfs::net::tcp().context("reading /proc/net/tcp")?;
-    match procfs::net::tcp6() {
-        Ok(v6) => entries.extend(v6),
+    let text = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+    let mut sockets = parse_tcp_rows(&text).context("parsing /proc/net/tcp")?;
+    match std::fs::read_to_string("/proc/net/tcp6") {
+        Ok(text) => sockets.extend(parse_tcp_rows(&text).context("parsing /proc/net/tcp6")?),
         // The table does not exist when IPv6 is disabled on the host.
-        Err(ProcError::NotFound(_)) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).context("reading /proc/net/tcp6"),
     }
-    Ok(entries.into_iter().map(TcpSocket::from).collect())
+    Ok(sockets)
 }
 
 /// IPv4 peers of a dual-stack IPv6 socket appear in tcp6 as ::ffff:a.b.c.d; report them as
@@ -462,6 +535,50 @@ mod tests {
         assert_eq!(canonical(v6), v6);
         let v4: SocketAddr = "10.0.0.1:1".parse().expect("literal");
         assert_eq!(canonical(v4), v4);
+    }
+
+    const NET_TCP: &str = include_str!("../tests/fixtures/proc/net-tcp.txt");
+    const NET_TCP6: &str = include_str!("../tests/fixtures/proc/net-tcp6.txt");
+
+    #[test]
+    fn parse_tcp_rows_reads_real_tables() {
+        let v4 = parse_tcp_rows(NET_TCP).expect("net/tcp parses");
+        assert_eq!(v4.len(), 6);
+        let listen: Vec<_> = v4.iter().filter(|s| s.listening).collect();
+        assert_eq!(listen.len(), 2);
+        assert_eq!(listen[1].local, "127.0.0.1:26390".parse().expect("literal"));
+        assert_eq!(listen[1].inode, 15049);
+        let est = &v4[2];
+        assert!(!est.listening);
+        assert_eq!(est.local, "127.0.0.1:26390".parse().expect("literal"));
+        assert_eq!(est.remote, "127.0.0.1:43548".parse().expect("literal"));
+        // TIME_WAIT: no file refers to the socket.
+        assert_eq!(v4[4].inode, 0);
+
+        let v6 = parse_tcp_rows(NET_TCP6).expect("net/tcp6 parses");
+        assert_eq!(v6.len(), 3);
+        assert!(v6[0].listening);
+        assert_eq!(v6[0].local, "[::1]:26390".parse().expect("literal"));
+        assert_eq!(v6[1].remote, "[::1]:26390".parse().expect("literal"));
+    }
+
+    #[test]
+    fn parse_tcp_rows_rejects_bad_rows_without_panicking() {
+        assert_eq!(parse_tcp_rows("").expect("empty"), Vec::new());
+        assert_eq!(
+            parse_tcp_rows("  sl  local_address\n").expect("header"),
+            Vec::new()
+        );
+        for bad in [
+            "h\n 0: 0100007F:6716\n",
+            "h\n 0: 0100007F:6716 00000000:0000 FF 0:0 00:0 0 0 0 1\n",
+            "h\n 0: 0100007G:6716 00000000:0000 0A 0:0 00:0 0 0 0 1\n",
+            "h\n 0: 0100007F 00000000:0000 0A 0:0 00:0 0 0 0 1\n",
+            "h\n 0: 0100007F:6716 00000000:0000 0A 0:0 00:0 0 0 0 x\n",
+            "h\n 0: 0100007F:6716 00000000:0000 0A 0 00:0 0 0 0 1\n",
+        ] {
+            assert!(parse_tcp_rows(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -232,8 +232,15 @@ pub struct CaptureEnded {
     pub untracked_connections: u64,
     /// Records that could not be decoded.
     pub bad_records: u64,
+    /// Connections whose start the kernel's map no longer held when they ended (evicted
+    /// from the full map), or that were open before the capture without a readable
+    /// owner: reported without their start time.
+    pub connections_without_start: u64,
     /// Ends of redis-trace's own connections to Redis, left out of the records.
     pub own_connections: u64,
+    /// Own connections the kernel could not mark (its map was full): they appear in the
+    /// records like any other.
+    pub own_connections_unmarked: u64,
     pub probes_unavailable: Vec<String>,
 }
 

@@ -37,6 +37,27 @@ pub fn require_root() {
     );
 }
 
+/// A new private directory (mkdtemp: a fresh name, mode 0700), never one that someone
+/// else could have made in /tmp beforehand. The caller removes it.
+pub fn private_dir(tag: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(&format!("redis-trace-{tag}-"))
+        .tempdir()
+        .expect("creating a private temporary directory")
+        .keep()
+}
+
+/// The fake redis-server (tests/src/bin/fake-redis-server.rs), built beside rt-client.
+pub fn fake_server_bin() -> PathBuf {
+    let bin = client_bin().with_file_name("fake-redis-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: the scenario tests build it (cargo xtask test)",
+        bin.display()
+    );
+    bin
+}
+
 /// A port nobody listens on right now (bound then released).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
@@ -59,8 +80,7 @@ impl Redis {
     /// (e.g. one that moves it into a memory cgroup first).
     pub fn start_with(extra: &[&str], wrapper: Option<&[&str]>) -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("redis-trace-test-{port}"));
-        let _ = std::fs::create_dir_all(&dir);
+        let dir = private_dir("test");
         let mut args: Vec<String> = vec![
             "--port".into(),
             port.to_string(),
@@ -163,9 +183,15 @@ impl Capture {
     }
 
     pub fn start_args(args: &[String]) -> Self {
+        Self::start_env(args, &[])
+    }
+
+    /// Like [`Capture::start_args`], with these environment variables set.
+    pub fn start_env(args: &[String], env: &[(&str, &str)]) -> Self {
         require_root();
         let mut child = Command::new(redis_trace_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -447,8 +447,8 @@ fn bad_input_gets_a_clear_error() {
 fn json_file_is_private_to_its_owner() {
     use std::os::unix::fs::PermissionsExt as _;
     let redis = Redis::start();
-    let path = std::env::temp_dir().join(format!("redis-trace-{}.jsonl", redis.port));
-    let _ = std::fs::remove_file(&path);
+    let dir = scenario_tests::private_dir("json");
+    let path = dir.join("capture.jsonl");
     let mut child = Command::new(redis_trace_bin())
         .args([
             "capture",
@@ -474,7 +474,7 @@ fn json_file_is_private_to_its_owner() {
         & 0o777;
     assert_eq!(mode, 0o600);
     let text = std::fs::read_to_string(&path).expect("read");
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(text.starts_with("{\"type\":\"capture_started\""));
     assert!(
         text.trim_end()

@@ -107,8 +107,7 @@ fn start_redis(
     wrapper: Option<&[&str]>,
     probe: &dyn Fn() -> std::io::Result<String>,
 ) -> Redis {
-    let dir = std::env::temp_dir().join(format!("redis-trace-cnet-{port}-{}", unique()));
-    std::fs::create_dir_all(&dir).expect("redis dir");
+    let dir = scenario_tests::private_dir(&format!("cnet-{port}"));
     let mut args: Vec<String> = vec![
         "--port".into(),
         port.to_string(),
@@ -474,7 +473,7 @@ struct TempFile(PathBuf);
 impl TempFile {
     fn private(text: &str) -> Self {
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        let path = std::env::temp_dir().join(format!("redis-trace-pw-{}", unique()));
+        let path = scenario_tests::private_dir("pw").join("password");
         let f = TempFile(path);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -491,7 +490,10 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        // The file and the private directory made for it.
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -29,10 +29,7 @@ fn mode(p: &std::path::Path) -> u32 {
 }
 
 fn tmpdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("redis-trace-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmpdir");
-    d
+    scenario_tests::private_dir(tag)
 }
 
 #[test]

@@ -265,7 +265,7 @@ fn redis_without_symbols(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn a_redis_without_the_symbols_falls_back_to_other_evidence() {
-    let dir = std::env::temp_dir().join(format!("redis-trace-nosym-{}", std::process::id()));
+    let dir = scenario_tests::private_dir("nosym");
     let copy = redis_without_symbols(&dir);
     let script = format!("shift; exec {} \"$@\"", copy.display());
     let redis = Redis::start_with(&["--timeout", "1"], Some(&["sh", "-c", &script, "sh"]));

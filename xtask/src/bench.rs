@@ -137,8 +137,12 @@ fn free_port() -> Result<u16> {
 
 fn start_redis() -> Result<Redis> {
     let port = free_port()?;
-    let dir = std::env::temp_dir().join(format!("redis-trace-bench-{port}"));
-    std::fs::create_dir_all(&dir)?;
+    // A fresh private directory (mkdtemp), never a predictable /tmp path.
+    let dir = tempfile::Builder::new()
+        .prefix("redis-trace-bench-")
+        .tempdir()
+        .context("creating a private directory for the bench's redis-server")?
+        .keep();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])

@@ -46,7 +46,7 @@ impl Clock {
 
     /// RFC 3339, UTC, microseconds.
     pub fn rfc3339(&self, ts_ns: u64) -> String {
-        humantime::format_rfc3339_micros(self.wall(ts_ns)).to_string()
+        crate::timefmt::rfc3339_micros(self.wall(ts_ns))
     }
 }
 
@@ -97,6 +97,8 @@ pub struct Assembler {
     pub merged_duplicates: u64,
     /// redis-trace's own connections to Redis, left out.
     pub own_skipped: u64,
+    /// Closes without a start that were not open at start (see `CaptureEnded`).
+    pub without_start: u64,
 }
 
 impl Assembler {
@@ -110,6 +112,7 @@ impl Assembler {
             owners,
             merged_duplicates: 0,
             own_skipped: 0,
+            without_start: 0,
         }
     }
 
@@ -165,9 +168,14 @@ impl Assembler {
         }
         if let Some(first) = g.closed.first().copied() {
             self.merged_duplicates += g.closed.len() as u64 - 1;
-            out.push(Assembled::Closed(Box::new(
-                self.connection(&first, &g.socks),
-            )));
+            let record = self.connection(&first, &g.socks);
+            if !record.start_seen
+                && record.server_process.is_none()
+                && record.client_process.is_none()
+            {
+                self.without_start += 1;
+            }
+            out.push(Assembled::Closed(Box::new(record)));
         } else if g.socks.iter().any(is_rst) {
             out.push(Assembled::Reset(self.reset(&key, &g.socks)));
         }

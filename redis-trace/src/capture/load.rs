@@ -270,7 +270,18 @@ pub fn watch_pids(ebpf: &mut Ebpf, pids: &[u32]) -> Result<()> {
         ebpf.map_mut("WATCHED_PIDS")
             .context("map WATCHED_PIDS missing")?,
     )?;
-    for &pid in pids.iter().take(1024) {
+    if pids.len() > redis_trace_ebpf::MAX_WATCHED_PIDS as usize {
+        eprintln!(
+            "redis-trace: warning: {} Redis processes found; the kernel watches the first {} \
+             (OOM kills, signals and exits of the others are seen by name only)",
+            pids.len(),
+            redis_trace_ebpf::MAX_WATCHED_PIDS
+        );
+    }
+    for &pid in pids
+        .iter()
+        .take(redis_trace_ebpf::MAX_WATCHED_PIDS as usize)
+    {
         // The process's name, for its exit record (the last thread out may be any).
         let mut raw = [0u8; 16];
         if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
@@ -288,6 +299,7 @@ pub fn watch_pids(ebpf: &mut Ebpf, pids: &[u32]) -> Result<()> {
 pub struct KernelCounters {
     pub ring_full: u64,
     pub conn_map_full: u64,
+    pub own_socks_full: u64,
     pub read_failed: u64,
     pub hits: u64,
 }
@@ -307,5 +319,6 @@ pub fn counters(ebpf: &Ebpf) -> Result<KernelCounters> {
         conn_map_full: sum(counter::CONN_MAP_FULL)?,
         read_failed: sum(counter::READ_FAILED)?,
         hits: sum(counter::HITS)?,
+        own_socks_full: sum(counter::OWN_SOCKS_FULL)?,
     })
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{SignalKind, signal};
 
 use self::assemble::{Assembled, Assembler, Clock, Owners, monotonic_ns};
 use self::decode::{Record, comm};
@@ -23,6 +22,7 @@ use crate::record::{
     CaptureEnded, CaptureStarted, ConnectionClosed, Counts, OomInfo, ProcessEvent, ProcessRef,
     SCHEMA_VERSION, SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
 };
+use crate::signals::{self, Signals};
 use redis_trace_ebpf::{ProcEvent, proc_event};
 
 /// Process names whose servers are discovered and whose process events are reported.
@@ -171,10 +171,11 @@ enum Ending {
     Duration,
 }
 
-pub async fn run(opts: Options) -> Result<CaptureEnded> {
+/// Runs a capture until a signal (see [`Signals`]: installed by the caller before
+/// anything else), `--duration`, or an error.
+pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
     let started = Instant::now();
     check_privileges()?;
-    let mut writers = Writers::open(opts.json.as_ref(), opts.quiet)?;
     // With --port, attach first and look at /proc afterwards: the probes are live within
     // milliseconds of the start, however many processes the host runs.
     let mut discovered = None;
@@ -188,7 +189,7 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     let mut notes = Vec::new();
     let root = load::tracefs_root(&mut notes)?;
     for n in &notes {
-        eprintln!("redis-trace: {n}");
+        eprintln!("redis-trace: {}", procinfo::escape_name(n));
     }
     let proc_names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
     let mut loaded = load::load(
@@ -221,7 +222,10 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         for pid in pids {
             let (report, attached) = uprobes::attach(&mut loaded.ebpf, pid);
             if let Some(why) = &report.unavailable {
-                eprintln!("redis-trace: warning: no uprobes on redis-server pid {pid}: {why}");
+                eprintln!(
+                    "redis-trace: warning: no uprobes on redis-server pid {pid}: {}",
+                    procinfo::escape_name(why)
+                );
             }
             if let Some((s, l)) = attached {
                 symbols.insert(pid, s);
@@ -283,6 +287,9 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         redis_uprobes: redis_probes,
     };
     let redis_probes_pids: HashSet<u32> = begin.redis_uprobes.iter().map(|r| r.pid).collect();
+    // Outputs are opened only now that every check passed: a capture that could not
+    // start leaves an existing file as it was.
+    let mut writers = Writers::open(opts.json.as_ref(), opts.quiet)?;
     // Every probe is live now: scripts may wait for this line.
     writers.json(&begin)?;
     writers.flush()?;
@@ -320,8 +327,6 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         }
     }
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let sleep_until = async move {
         match deadline {
@@ -342,8 +347,10 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     let mut probed: HashSet<u32> = redis_probes_pids;
     let ending = loop {
         tokio::select! {
-            _ = sigint.recv() => break Ending::Interrupt,
-            _ = sigterm.recv() => break Ending::Terminate,
+            kind = signals.stopped() => break match kind {
+                signals::Kind::Interrupt => Ending::Interrupt,
+                signals::Kind::Terminate => Ending::Terminate,
+            },
             _ = &mut sleep_until => break Ending::Duration,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
@@ -403,7 +410,8 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
     write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
     // Redis-side closes wait for the poll after them: give it its moment, bounded.
     let until = Instant::now() + Duration::from_millis(1500);
-    while enricher.held() > 0 && Instant::now() < until {
+    // A second Ctrl-C cuts this wait short: what is held is written at once.
+    while enricher.held() > 0 && Instant::now() < until && signals.count() < 2 {
         write_status(enricher.poll_sources(), &mut writers)?;
         write_closed(enricher.release(false), &mut writers, &mut counts)?;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -427,7 +435,9 @@ pub async fn run(opts: Options) -> Result<CaptureEnded> {
         lost_events: kc.ring_full,
         untracked_connections: kc.conn_map_full,
         bad_records: bad_records + kc.read_failed,
+        connections_without_start: assembler.without_start,
         own_connections,
+        own_connections_unmarked: kc.own_socks_full,
         probes_unavailable: loaded.unavailable.iter().map(|u| u.probe.clone()).collect(),
     };
     writers.json(&end)?;
@@ -651,7 +661,7 @@ fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()>
         writers.json(&st)?;
         let line = match st.status {
             "connected" => format!(
-                "redis-trace: Redis on port {} {}: pid {}, version {}, up {} s; its log is {}",
+                "redis-trace: Redis on port {} {}: pid {}, version {}, up {} s; its log is {}{}",
                 st.port,
                 if st.restarted {
                     "restarted"
@@ -665,7 +675,11 @@ fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()>
                     "read too"
                 } else {
                     "not readable"
-                }
+                },
+                st.log_note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
             ),
             _ => format!(
                 "redis-trace: Redis on port {} unavailable ({}): causes fall back to kernel evidence",
@@ -673,7 +687,8 @@ fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()>
                 st.error.as_deref().unwrap_or("?")
             ),
         };
-        eprintln!("{line}");
+        // The version and the error text are Redis's words: escaped.
+        eprintln!("{}", procinfo::escape_name(&line));
     }
     Ok(())
 }
@@ -689,11 +704,28 @@ fn redis_sources(opts: &Options, ports: &[TracedPort]) -> Result<Vec<RedisSource
                 None => None,
                 Some(access) => {
                     // A --redis-url names one server: use it for the port it names.
-                    let url = access
-                        .url
-                        .as_deref()
-                        .filter(|u| ports.len() == 1 || u.contains(&format!(":{port}")));
-                    Some(Target::new(url, port, access.password_file.as_deref())?)
+                    let url = access.url.as_deref().filter(|u| {
+                        ports.len() == 1 || Target::url_port(u) == Some(port)
+                    });
+                    let target = Target::new(url, port, access.password_file.as_deref())?;
+                    // The operator named this server (--port, --redis-url): trusted. One
+                    // that was only discovered gets the password only if it is a real
+                    // server (see procinfo::trusted_server).
+                    let named = !opts.ports.is_empty() || url.is_some();
+                    Some(match (&target.password, &traced.process, named) {
+                        (Some(_), Some(p), false) => match procinfo::trusted_server(p.pid) {
+                            Ok(()) => target,
+                            Err(why) => {
+                                eprintln!(
+                                    "redis-trace: warning: not sending the Redis password to port {port}: {}; \
+                                     name it with --port {port} if it is the server you mean",
+                                    procinfo::escape_name(&why)
+                                );
+                                target.without_password()
+                            }
+                        },
+                        _ => target,
+                    })
                 }
             };
             Ok(RedisSource {

@@ -14,8 +14,6 @@
 //! the client's flags (pub/sub, protocol error) are read, at an offset known per version.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -41,7 +39,10 @@ const PROBES: [(&str, &str); 2] = [
 pub struct RedisProbes {
     pub pid: u32,
     pub exe: String,
+    /// The server's version, read from its ELF (never by running it).
     pub version: Option<String>,
+    /// "redis" or "valkey", from the ELF.
+    pub server: Option<&'static str>,
     /// Functions probed.
     pub attached: Vec<String>,
     /// Why not, when nothing could be attached (no dynamic symbols, unknown fork, ...).
@@ -55,6 +56,8 @@ pub struct RedisProbes {
 pub struct Symbols {
     /// (start, end, name), sorted by start, in the process's address space.
     funcs: Vec<(u64, u64, String)>,
+    /// The server and version its ELF names.
+    pub version: Option<ServerVersion>,
 }
 
 impl Symbols {
@@ -92,13 +95,19 @@ impl Symbols {
             })
             .collect();
         funcs.sort();
-        Ok(Self { funcs })
+        Ok(Self {
+            funcs,
+            version: elf_version(&data),
+        })
     }
 
     #[cfg(test)]
     pub fn from_list(mut funcs: Vec<(u64, u64, String)>) -> Self {
         funcs.sort();
-        Self { funcs }
+        Self {
+            funcs,
+            version: None,
+        }
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -113,43 +122,81 @@ impl Symbols {
     }
 }
 
-/// `redis-server --version` of the running binary: "Redis server v=7.0.15 sha=...".
-fn version(pid: u32) -> Option<String> {
-    let mut child = Command::new(format!("/proc/{pid}/exe"))
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let end = Instant::now() + Duration::from_secs(2);
-    while child.try_wait().ok()?.is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
+/// Which server a binary is and its version, read from the ELF's read-only data.
+///
+/// The traced program is never run to ask it (`--version` would execute, as root, a
+/// binary any local user may have started). Redis keeps its version as a literal
+/// (`REDIS_VERSION`, version.h) beside the `since` versions of its command table, all
+/// lower: the highest `x.y.z` literal is the server's own. A Valkey binary names itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    /// "redis" or "valkey".
+    pub server: &'static str,
+    pub version: String,
+}
+
+/// Reads [`ServerVersion`] from an ELF image (None when it is not a Redis this tool
+/// recognises, or has no version literal).
+pub fn elf_version(data: &[u8]) -> Option<ServerVersion> {
+    use object::ObjectSection as _;
+    let file = object::File::parse(data).ok()?;
+    let rodata = file.section_by_name(".rodata")?.data().ok()?;
+    let mut redis = false;
+    let mut valkey = false;
+    let mut best: Option<(Vec<u32>, &[u8])> = None;
+    for s in rodata.split(|b| *b == 0) {
+        valkey = valkey || s.windows(6).any(|w| w.eq_ignore_ascii_case(b"valkey"));
+        redis = redis || s.starts_with(b"Redis server v=");
+        let Some(parts) = version_parts(s) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| parts > *b) {
+            best = Some((parts, s));
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
-    out.lines().next().map(str::to_string)
+    let server = match (valkey, redis) {
+        (true, _) => "valkey",
+        (false, true) => "redis",
+        (false, false) => return None,
+    };
+    let (_, text) = best?;
+    Some(ServerVersion {
+        server,
+        version: String::from_utf8_lossy(text).into_owned(),
+    })
+}
+
+/// `x.y.z` with 1 to 3 digits each, as numbers.
+fn version_parts(s: &[u8]) -> Option<Vec<u32>> {
+    if s.len() > 11 {
+        return None;
+    }
+    let text = std::str::from_utf8(s).ok()?;
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 3 {
+        return None;
+    }
+    parts
+        .iter()
+        .map(|p| {
+            (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// Offset of `flags` in `struct client`: Redis 7.0 to 7.4 begin it with `uint64_t id;
 /// uint64_t flags;` (server.h). Other versions and forks: unknown, not read.
-pub fn client_flags_offset(version_line: &str) -> Option<u16> {
-    let v = version_line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("v="))?;
-    let redis = version_line.starts_with("Redis server");
+pub fn client_flags_offset(v: &ServerVersion) -> Option<u16> {
     let major_minor: Vec<u32> = v
+        .version
         .split('.')
         .take(2)
         .filter_map(|p| p.parse().ok())
         .collect();
-    match (redis, major_minor.as_slice()) {
-        (true, [7, 0 | 2 | 4]) => Some(8),
+    match (v.server, major_minor.as_slice()) {
+        ("redis", [7, 0 | 2 | 4]) => Some(8),
         _ => None,
     }
 }
@@ -163,6 +210,7 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<(Symbols, Vec<L
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| exe.clone()),
         version: None,
+        server: None,
         attached: Vec::new(),
         unavailable: None,
         client_flags: false,
@@ -188,8 +236,10 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<(Symbols, Vec<L
         ));
         return (report, None);
     }
-    report.version = version(pid);
-    let offset = report.version.as_deref().and_then(client_flags_offset);
+    let found = symbols.version.clone();
+    report.version = found.as_ref().map(|v| v.version.clone());
+    report.server = found.as_ref().map(|v| v.server);
+    let offset = found.as_ref().and_then(client_flags_offset);
     let mut links = Vec::new();
     for (func, program) in PROBES {
         match attach_one(ebpf, program, func, &exe, pid) {
@@ -334,11 +384,41 @@ mod tests {
 
     #[test]
     fn client_flags_only_for_known_layouts() {
-        let v = "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1";
-        assert_eq!(client_flags_offset(v), Some(8));
-        assert_eq!(client_flags_offset("Redis server v=6.2.14 sha=0"), None);
-        assert_eq!(client_flags_offset("Valkey server v=8.0.1 sha=0"), None);
-        assert_eq!(client_flags_offset("garbage"), None);
+        let v = |server, version: &str| ServerVersion {
+            server,
+            version: version.into(),
+        };
+        assert_eq!(client_flags_offset(&v("redis", "7.0.15")), Some(8));
+        assert_eq!(client_flags_offset(&v("redis", "6.2.14")), None);
+        assert_eq!(client_flags_offset(&v("valkey", "8.0.1")), None);
+        assert_eq!(client_flags_offset(&v("valkey", "7.2.4")), None);
+        assert_eq!(client_flags_offset(&v("redis", "garbage")), None);
+    }
+
+    #[test]
+    fn version_parts_are_strict() {
+        assert_eq!(version_parts(b"7.0.15"), Some(vec![7, 0, 15]));
+        assert_eq!(version_parts(b"7.0"), None);
+        assert_eq!(version_parts(b"7.0.1a"), None);
+        assert_eq!(version_parts(b"1.2.3.4"), None);
+        assert_eq!(version_parts(b"7..1"), None);
+    }
+
+    #[test]
+    fn version_of_the_installed_redis_server_from_its_elf() {
+        // The binary is read, never run.
+        let data = std::fs::read("/usr/bin/redis-server").expect("redis-server installed");
+        let v = elf_version(&data).expect("a Redis version in .rodata");
+        assert_eq!(v.server, "redis");
+        let out = std::process::Command::new("/usr/bin/redis-server")
+            .arg("--version")
+            .output()
+            .expect("run the test's own redis-server");
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            line.contains(&format!("v={} ", v.version)),
+            "ELF says {v:?}, the binary says {line}"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct RedisStatus {
     pub error: Option<String>,
     pub logfile: Option<String>,
     pub log_readable: bool,
+    /// Why the log is not read, when it is not.
+    pub log_note: Option<String>,
 }
 
 struct Window {
@@ -129,7 +131,7 @@ fn view(e: &ClientEntry, seen: SystemTime) -> RedisClientView {
         tot_mem: e.tot_mem,
         cmd: e.cmd.clone(),
         user: e.user.clone(),
-        seen_at: humantime::format_rfc3339_millis(seen).to_string(),
+        seen_at: crate::timefmt::rfc3339_millis(seen),
     }
 }
 
@@ -326,7 +328,7 @@ impl Enricher {
                         }
                         out.push(RedisStatus {
                             kind: "redis_status",
-                            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                            time: crate::timefmt::rfc3339_micros(SystemTime::now()),
                             port: s.port,
                             status: "connected",
                             pid,
@@ -336,6 +338,8 @@ impl Enricher {
                             error: None,
                             logfile: s.config.as_ref().and_then(|c| c.logfile.clone()),
                             log_readable: s.log.is_some(),
+                            log_note: (s.log.is_none() && !s.log_why_not.is_empty())
+                                .then(|| s.log_why_not.clone()),
                         });
                     }
                     PollerMsg::Snapshot(snap) => s.on_snapshot(snap),
@@ -347,8 +351,7 @@ impl Enricher {
                         if was || s.last_poll_mono == 0 {
                             out.push(RedisStatus {
                                 kind: "redis_status",
-                                time: humantime::format_rfc3339_micros(SystemTime::now())
-                                    .to_string(),
+                                time: crate::timefmt::rfc3339_micros(SystemTime::now()).to_string(),
                                 port: s.port,
                                 status: "unavailable",
                                 pid: s.pid,
@@ -358,6 +361,7 @@ impl Enricher {
                                 error: Some(error),
                                 logfile: None,
                                 log_readable: s.log.is_some(),
+                                log_note: None,
                             });
                             // Report a down server once, until it is back.
                             s.last_poll_mono = now_mono;

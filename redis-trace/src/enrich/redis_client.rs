@@ -77,6 +77,19 @@ impl Target {
         Target::with_env_password(url, port, password_file, env)
     }
 
+    /// The same target without the password (for a server not trusted with it).
+    pub fn without_password(self) -> Target {
+        Target {
+            password: None,
+            ..self
+        }
+    }
+
+    /// The TCP port the URL names, if any.
+    pub fn url_port(url: &str) -> Option<u16> {
+        redis::parse_redis_url(url.trim())?.port()
+    }
+
     fn with_env_password(
         url: Option<&str>,
         port: u16,
@@ -294,6 +307,9 @@ pub struct RedisConfig {
     pub raw: Vec<(String, String)>,
 }
 
+/// The largest value of an `int` config in Redis (INT_MAX).
+const REDIS_INT_MAX: u64 = i32::MAX as u64;
+
 /// Parses CONFIG GET pairs. Memory values go through [`memtoull`]; a value that does not
 /// parse leaves its field `None` (it is still in `raw`).
 pub fn parse_config(pairs: &[(String, String)]) -> RedisConfig {
@@ -304,8 +320,12 @@ pub fn parse_config(pairs: &[(String, String)]) -> RedisConfig {
     for (name, value) in pairs {
         let value = value.trim();
         match name.to_ascii_lowercase().as_str() {
-            "timeout" => cfg.timeout = value.parse().ok(),
-            "tcp-keepalive" => cfg.tcp_keepalive = value.parse().ok(),
+            // Both are ints in 0..=INT_MAX in Redis (config.c); anything else is not a
+            // value this Redis can have, and is not used.
+            "timeout" => cfg.timeout = value.parse().ok().filter(|v| *v <= REDIS_INT_MAX),
+            "tcp-keepalive" => {
+                cfg.tcp_keepalive = value.parse().ok().filter(|v| *v <= REDIS_INT_MAX)
+            }
             "client-output-buffer-limit" => {
                 let mut tokens = value.split_whitespace();
                 while let (Some(class), Some(hard), Some(soft), Some(secs)) =
@@ -370,9 +390,165 @@ pub struct Snapshot {
     pub client_list_duration: Option<Duration>,
 }
 
+/// The largest reply read from Redis. A real INFO is a few KB; CLIENT LIST is ~300 bytes
+/// a client, so this holds ~200,000 clients. A longer reply is an error (the session is
+/// dropped) rather than memory a hostile or broken server can make us allocate.
+pub const MAX_REPLY: u64 = 64 << 20;
+
+/// A byte stream to Redis: TCP or a unix socket.
+enum Stream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A connection whose every reply is read through a byte budget ([`MAX_REPLY`]): the
+/// redis crate encodes the commands and parses the replies, this owns the socket. It
+/// sends nothing of its own (no HELLO, CLIENT SETINFO or SELECT).
+struct CappedConnection {
+    stream: Stream,
+    parser: redis::Parser,
+    limit: u64,
+    open: bool,
+}
+
+impl CappedConnection {
+    fn connect(addr: &redis::ConnectionAddr, limit: u64) -> redis::RedisResult<Self> {
+        let stream = match addr {
+            redis::ConnectionAddr::Tcp(host, port) => {
+                let mut last = None;
+                let mut found = None;
+                for a in std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))? {
+                    match std::net::TcpStream::connect_timeout(&a, IO_TIMEOUT) {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let s = match (found, last) {
+                    (Some(s), _) => s,
+                    (None, Some(e)) => return Err(e.into()),
+                    (None, None) => {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "no address for the Redis host",
+                        )));
+                    }
+                };
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }
+            redis::ConnectionAddr::Unix(path) => {
+                let s = std::os::unix::net::UnixStream::connect(path)?;
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                Stream::Unix(s)
+            }
+            _ => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "TLS is not supported",
+                )));
+            }
+        };
+        Ok(Self {
+            stream,
+            parser: redis::Parser::new(),
+            limit,
+            open: true,
+        })
+    }
+
+    fn read_reply(&mut self) -> redis::RedisResult<redis::Value> {
+        use std::io::Read as _;
+        let mut budget = (&mut self.stream).take(self.limit);
+        match self.parser.parse_value(&mut budget) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // A failed parse leaves the stream mid-reply: this connection is done.
+                self.open = false;
+                if budget.limit() == 0 {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "Redis's reply is larger than redis-trace reads",
+                        format!("over {} MiB", self.limit >> 20),
+                    )))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+impl redis::ConnectionLike for CappedConnection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        use std::io::Write as _;
+        if let Err(e) = self.stream.write_all(cmd) {
+            self.open = false;
+            return Err(e.into());
+        }
+        loop {
+            match self.read_reply()? {
+                // RESP3 pushes are not ours to answer (we speak RESP2; skip them anyway).
+                redis::Value::Push { .. } => continue,
+                v => return Ok(v),
+            }
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        _cmd: &[u8],
+        _offset: usize,
+        _count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "redis-trace sends one command at a time",
+        )))
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+
+    fn check_connection(&mut self) -> bool {
+        redis::cmd("PING").query::<String>(self).is_ok()
+    }
+
+    fn is_open(&self) -> bool {
+        self.open
+    }
+}
+
 /// A connected, authenticated connection to Redis that only reads.
 pub struct Session {
-    conn: redis::Connection,
+    conn: CappedConnection,
     /// host:port (or socket path), for messages.
     addr: String,
     /// Redis before 7.0 takes one INFO section per call: then `INFO all`.
@@ -386,12 +562,7 @@ impl Session {
     pub fn connect(t: &Target) -> anyhow::Result<Session> {
         let (info, username) = t.connection_info()?;
         let addr = info.addr().to_string();
-        let client = redis::Client::open(info).map_err(|e| explain(&addr, "connect", e))?;
-        let conn = client
-            .get_connection_with_timeout(IO_TIMEOUT)
-            .map_err(|e| explain(&addr, "connect", e))?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))
-            .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)))
+        let conn = CappedConnection::connect(info.addr(), MAX_REPLY)
             .map_err(|e| explain(&addr, "connect", e))?;
         let mut s = Session {
             conn,
@@ -783,7 +954,12 @@ impl PollWorker {
             if !self.send(PollerMsg::Connected { config, info }) {
                 return;
             }
-            let mut last_client_list: Option<(Instant, Duration)> = None;
+            // A Redis with many clients does not get a CLIENT LIST (O(clients), on its main
+            // thread) the moment we connect, in the middle of its incident: the first waits
+            // the same gap as the ones after it.
+            let mut last_client_list: Option<(Instant, Duration)> = connected_clients
+                .filter(|n| *n > MANY_CLIENTS)
+                .map(|_| (Instant::now(), Duration::ZERO));
             // The first snapshot right away: a capture wants its baseline at once.
             let mut next_tick = Instant::now();
             loop {
@@ -996,6 +1172,57 @@ mod tests {
         assert_eq!(cfg.logfile.as_deref(), Some("/tmp/fx/redis.log"));
         assert_eq!(cfg.loglevel.as_deref(), Some("notice"));
         assert_eq!(cfg.raw, pairs);
+    }
+
+    #[test]
+    fn config_values_outside_redis_range_are_not_used() {
+        let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+        for huge in [
+            "18446744073709551615",
+            "2147483648",
+            "99999999999999999999999",
+        ] {
+            let cfg = parse_config(&[p("timeout", huge), p("tcp-keepalive", huge)]);
+            assert_eq!((cfg.timeout, cfg.tcp_keepalive), (None, None), "{huge}");
+        }
+        let cfg = parse_config(&[p("timeout", "2147483647")]);
+        assert_eq!(cfg.timeout, Some(2_147_483_647));
+    }
+
+    /// A "Redis" on loopback (a thread of this test) that answers with an endless bulk
+    /// string: the reply is cut at the cap and the connection given up, not buffered.
+    #[test]
+    fn replies_longer_than_the_cap_are_refused() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"$1000000000\r\n");
+            let chunk = vec![b'x'; 64 * 1024];
+            // Bounded: at most 64 MiB, and it stops when the client hangs up.
+            for _ in 0..1024 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut conn = CappedConnection::connect(
+            &redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
+            1 << 20,
+        )
+        .expect("connect");
+        let err = redis::cmd("INFO")
+            .query::<Vec<u8>>(&mut conn)
+            .expect_err("a 1 GB reply must not be read");
+        assert!(err.to_string().contains("larger than"), "{err}");
+        assert!(!redis::ConnectionLike::is_open(&conn));
+        drop(conn);
+        let _ = server.join();
     }
 
     #[test]

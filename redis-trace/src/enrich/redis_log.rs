@@ -150,6 +150,40 @@ pub fn parse_lines(text: &str) -> Vec<LogEvent> {
         .collect()
 }
 
+/// Opens the Redis log at `path` for reading, safely: the path comes from Redis (`CONFIG
+/// GET logfile`), which a hostile or compromised server controls. A symlink as the last
+/// component is refused (`O_NOFOLLOW`: no reading /etc/shadow through a planted link), the
+/// open never blocks (`O_NONBLOCK`: a FIFO would hang the capture), and anything but a
+/// regular file is refused before a byte is read.
+pub fn open_regular_file(path: &Path) -> anyhow::Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                anyhow::anyhow!(
+                    "the Redis log {} is a symbolic link: not followed (name the file itself in \
+                     Redis's logfile)",
+                    path.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("opening the Redis log {}", path.display()))
+            }
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("stat of the Redis log {}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "the Redis log {} is not a regular file: not read",
+            path.display()
+        );
+    }
+    Ok((file, meta))
+}
+
 /// Follows a Redis log file: what is appended after [`LogTail::open`], across truncation
 /// and rotation.
 pub struct LogTail {
@@ -175,14 +209,7 @@ impl LogTail {
     /// Opens the log and positions at its current end (we only want what happens during
     /// the capture).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let file = File::open(path)
-            .with_context(|| format!("opening the Redis log {}", path.display()))?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("stat of the Redis log {}", path.display()))?;
-        if !meta.is_file() {
-            anyhow::bail!("the Redis log {} is not a regular file", path.display());
-        }
+        let (file, meta) = open_regular_file(path)?;
         let pos = meta.len();
         let skipping = pos > 0 && !byte_before_is_newline(&file, pos);
         Ok(Self {
@@ -209,14 +236,16 @@ impl LogTail {
         if budget == 0 {
             return out;
         }
-        let rotated = match std::fs::metadata(&self.path) {
+        let rotated = match std::fs::symlink_metadata(&self.path) {
             Ok(meta) => meta.dev() != self.dev || meta.ino() != self.ino,
             // Renamed and not recreated yet: keep the old file, look again next time.
             Err(_) => false,
         };
         if rotated {
-            if let Ok(file) = File::open(&self.path) {
-                if let Ok(meta) = file.metadata() {
+            // The new file gets the same checks as the first (a symlink or FIFO put in
+            // its place is not followed).
+            if let Ok((file, meta)) = open_regular_file(&self.path) {
+                {
                     // A last line without its newline in the old file: take it as complete.
                     self.end_line(&[], &mut out);
                     self.file = file;

@@ -104,12 +104,12 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn hms(t: SystemTime) -> String {
-    let s = humantime::format_rfc3339_millis(t).to_string();
+    let s = crate::timefmt::rfc3339_millis(t);
     s.get(11..23).unwrap_or(&s).to_string()
 }
 
 fn full(t: SystemTime) -> String {
-    let s = humantime::format_rfc3339_millis(t).to_string();
+    let s = crate::timefmt::rfc3339_millis(t);
     format!(
         "{} {}",
         s.get(..10).unwrap_or(""),
@@ -118,7 +118,7 @@ fn full(t: SystemTime) -> String {
 }
 
 fn day(t: SystemTime) -> String {
-    let s = humantime::format_rfc3339_millis(t).to_string();
+    let s = crate::timefmt::rfc3339_millis(t);
     s.get(..10).unwrap_or("").to_string()
 }
 
@@ -158,7 +158,9 @@ fn duration_ms(ms: f64) -> String {
     } else if ms < 60_000.0 {
         format!("{:.1} s", ms / 1000.0)
     } else {
-        span(Duration::from_secs_f64(ms / 1000.0))
+        crate::timefmt::secs_f64(ms / 1000.0)
+            .map(span)
+            .unwrap_or_else(|| format!("{ms:.0} ms"))
     }
 }
 
@@ -294,7 +296,7 @@ fn ports_of(c: &CapInfo) -> String {
             Some(pr) => format!(
                 "{} ({}{})",
                 p.port,
-                code(&pr.comm),
+                cell(&pr.comm),
                 pr.pid.map(|p| format!(", pid {p}")).unwrap_or_default()
             ),
             None => p.port.to_string(),
@@ -310,7 +312,7 @@ fn probes_of(c: &CapInfo) -> String {
     c.probes_unavailable
         .iter()
         .map(|p| {
-            let mut s = code(&p.probe);
+            let mut s = cell(&p.probe);
             if let Some(w) = &p.why {
                 let _ = write!(s, " ({})", plain(w));
             }
@@ -353,7 +355,7 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
         seen.push((s.host, s.port));
         let port = s.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
         let host = if m.caps.len() > 1 {
-            format!(" on {}", code(&m.caps[s.host].host))
+            format!(" on {}", cell(&m.caps[s.host].host))
         } else {
             String::new()
         };
@@ -363,7 +365,7 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
                     "port {port}{host}: Redis {}",
                     ok.version
                         .as_deref()
-                        .map(code)
+                        .map(cell)
                         .unwrap_or_else(|| "?".into())
                 );
                 if let Some(p) = ok.pid {
@@ -386,7 +388,7 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
                 "port {port}{host}: unavailable ({})",
                 s.error
                     .as_deref()
-                    .map(code)
+                    .map(cell)
                     .unwrap_or_else(|| "no reason given".into())
             )),
         }
@@ -414,15 +416,15 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
         let _ = writeln!(
             o,
             "| Host | {}, kernel {} |",
-            code(&c.host),
-            code(&c.kernel)
+            cell(&c.host),
+            cell(&c.kernel)
         );
         let _ = writeln!(o, "| Redis | {} |", redis_line(m, clock));
         let ended = c
             .ended
             .as_ref()
             .and_then(|e| e.ended_by.as_deref())
-            .map(|b| format!(", ended by {}", code(b)))
+            .map(|b| format!(", ended by {}", cell(b)))
             .unwrap_or_else(|| ", **did not end cleanly**".into());
         let _ = writeln!(
             o,
@@ -434,7 +436,7 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
         let _ = writeln!(
             o,
             "| Tool | redis-trace {} (report by {}) |",
-            code(&c.tool_version),
+            cell(&c.tool_version),
             env!("CARGO_PKG_VERSION")
         );
         let _ = writeln!(
@@ -474,9 +476,9 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
             cell(&c.host),
             cell(&c.kernel),
             window_of(c.start, c.end),
-            ports_of(c).replace('|', "\\|"),
+            ports_of(c),
             cell(&c.tool_version),
-            probes_of(c).replace('|', "\\|"),
+            probes_of(c),
             lost_of(c)
         );
     }

@@ -13,7 +13,6 @@
 //! names, Redis log lines. It reaches the Markdown only inside escaped code spans and the
 //! SVG only XML-escaped; with `redact`, client addresses, client names and client process
 //! names become stable pseudonyms everywhere, evidence and log lines included.
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -102,44 +101,105 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Capture>> {
     paths.iter().map(|p| load_one(p)).collect()
 }
 
+/// The longest line a capture may have. A real record is a few KB; a longer line is not
+/// one, and is not held in memory.
+const MAX_LINE: u64 = 16 << 20;
+
+/// Reads a capture file line by line (never the whole file at once): a regular file only,
+/// each line at most [`MAX_LINE`].
 fn load_one(path: &Path) -> Result<Capture> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let complete = bytes.ends_with(b"\n");
-    let lines: Vec<(usize, &[u8])> = bytes
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
-        .collect();
-    let Some(&(first_no, first)) = lines.first() else {
+    use std::io::{BufRead as _, Read as _};
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
         bail!(
-            "{} is empty: not a redis-trace capture (a capture writes capture_started first, \
-             once its probes are attached)",
+            "{} is not a regular file: give `report` the JSON lines a capture wrote",
             path.display()
         );
-    };
-    let not_capture = |why: String| {
-        anyhow::anyhow!(
-            "{} is not a redis-trace capture: it does not start with a capture_started record \
-             ({why}); write one with `redis-trace capture --json FILE`",
-            path.display()
-        )
-    };
-    let head: Value = serde_json::from_slice(first)
-        .map_err(|e| not_capture(format!("line {first_no} is not JSON: {e}")))?;
-    if head.get("type").and_then(Value::as_str) != Some("capture_started") {
-        return Err(not_capture(format!(
-            "line {first_no} has type {}",
-            head.get("type").unwrap_or(&Value::Null)
-        )));
     }
-    let mut records = Vec::with_capacity(lines.len());
-    let last = lines.len() - 1;
-    for (i, &(no, line)) in lines.iter().enumerate() {
+    let mut reader = std::io::BufReader::new(file);
+    let mut parser = CaptureParser::new(path);
+    let mut no = 0;
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        no += 1;
+        if line.len() as u64 > MAX_LINE {
+            bail!(
+                "{}:{no}: a line of over {} MiB is not a redis-trace record",
+                path.display(),
+                MAX_LINE >> 20
+            );
+        }
+        let complete = line.ends_with(b"\n");
+        parser.line(no, &line, complete)?;
+    }
+    parser.finish()
+}
+
+/// Parses the bytes of one capture file (what [`load`] does, line by line, as it reads
+/// it); `path` only names the file in errors and in the report.
+pub fn parse_capture(path: &Path, bytes: &[u8]) -> Result<Capture> {
+    let mut parser = CaptureParser::new(path);
+    for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        parser.line(i + 1, line, line.ends_with(b"\n"))?;
+    }
+    parser.finish()
+}
+
+/// The records of one capture, taken a line at a time.
+struct CaptureParser<'a> {
+    path: &'a Path,
+    records: Vec<Value>,
+    started: bool,
+}
+
+impl<'a> CaptureParser<'a> {
+    fn new(path: &'a Path) -> Self {
+        Self {
+            path,
+            records: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// Line `no`; `complete` when it ends with its newline (only the file's last line
+    /// may not: a capture stopped while writing it).
+    fn line(&mut self, no: usize, line: &[u8], complete: bool) -> Result<()> {
+        let path = self.path;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        if !self.started {
+            let not_capture = |why: String| {
+                anyhow::anyhow!(
+                    "{} is not a redis-trace capture: it does not start with a capture_started \
+                     record ({why}); write one with `redis-trace capture --json FILE`",
+                    path.display()
+                )
+            };
+            let head: Value = serde_json::from_slice(line)
+                .map_err(|e| not_capture(format!("line {no} is not JSON: {e}")))?;
+            if head.get("type").and_then(Value::as_str) != Some("capture_started") {
+                return Err(not_capture(format!(
+                    "line {no} has type {}",
+                    head.get("type").unwrap_or(&Value::Null)
+                )));
+            }
+            self.started = true;
+        }
         let v: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
-            Err(e) if i == last && !complete => {
-                records.push(serde_json::json!({
+            Err(e) if !complete => {
+                self.records.push(serde_json::json!({
                     "type": WARNING_TYPE,
                     "message": format!(
                         "line {no} is cut short ({} bytes, {e}): the capture was stopped while \
@@ -147,7 +207,7 @@ fn load_one(path: &Path) -> Result<Capture> {
                         line.len()
                     ),
                 }));
-                continue;
+                return Ok(());
             }
             Err(e) => bail!("{}:{no}: not a JSON record: {e}", path.display()),
         };
@@ -161,7 +221,7 @@ fn load_one(path: &Path) -> Result<Capture> {
             && let Some(s) = v.get("schema_version").and_then(Value::as_u64)
             && s != u64::from(crate::record::SCHEMA_VERSION)
         {
-            records.push(serde_json::json!({
+            self.records.push(serde_json::json!({
                 "type": WARNING_TYPE,
                 "message": format!(
                     "written with schema_version {s}; this redis-trace reads {}: fields it does \
@@ -170,12 +230,23 @@ fn load_one(path: &Path) -> Result<Capture> {
                 ),
             }));
         }
-        records.push(v);
+        self.records.push(v);
+        Ok(())
     }
-    Ok(Capture {
-        path: path.to_path_buf(),
-        records,
-    })
+
+    fn finish(self) -> Result<Capture> {
+        if !self.started {
+            bail!(
+                "{} is empty: not a redis-trace capture (a capture writes capture_started first, \
+                 once its probes are attached)",
+                self.path.display()
+            );
+        }
+        Ok(Capture {
+            path: self.path.to_path_buf(),
+            records: self.records,
+        })
+    }
 }
 
 /// Renders the report of one or more captures.
@@ -225,10 +296,7 @@ pub fn write(md_path: &Path, rendered: &Rendered) -> Result<PathBuf> {
         (md_path, &rendered.markdown),
         (svg_path.as_path(), &rendered.svg),
     ] {
-        let mut f = crate::output::create_private(path)?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.flush())
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::output::write_private(path, text.as_bytes())?;
     }
     Ok(svg_path)
 }

@@ -503,7 +503,7 @@ fn other_side(side: &str) -> Option<&'static str> {
 }
 
 fn fmt_time(t: Option<SystemTime>) -> String {
-    t.map(|t| humantime::format_rfc3339_micros(t).to_string())
+    t.map(crate::timefmt::rfc3339_micros)
         .unwrap_or_else(|| "an unknown time".into())
 }
 

@@ -839,3 +839,72 @@ fn redactor_finds_addresses_in_free_text() {
          v7.0.15 name=client-1"
     );
 }
+
+/// A capture whose records are `PUBSUB`'s with `edit` applied, written to `dir`.
+fn edited_capture(dir: &Scratch, edit: impl Fn(&mut Value)) -> PathBuf {
+    let mut text = String::new();
+    for mut r in records(PUBSUB) {
+        edit(&mut r);
+        text.push_str(&r.to_string());
+        text.push('\n');
+    }
+    let path = dir.0.join("edited.jsonl");
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn hostile_header_fields_stay_in_their_cells() {
+    let dir = Scratch::new("hostile-header");
+    let path = edited_capture(&dir, |r| match r["type"].as_str() {
+        Some("capture_started") => {
+            r["host"] = "db|`01`|<b>x</b>".into();
+            r["kernel"] = "6.1|``".into();
+            r["tool_version"] = "0.1|`".into();
+            r["ports"][0]["process"]["comm"] = "re|dis`".into();
+            r["probes_unavailable"][0]["probe"] = "sock:|x`".into();
+            r["probes_unavailable"][0]["why"] = "a|b".into();
+        }
+        Some("redis_status") => r["version"] = "7.0|`15".into(),
+        _ => {}
+    });
+    let caps = load(&[path]).expect("load");
+    let md = render(&caps, &opts(false)).expect("render").markdown;
+    for key in ["Host", "Redis", "Ports", "Probes unavailable", "Tool"] {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {key} |")))
+            .unwrap_or_else(|| panic!("no {key} row in:\n{md}"));
+        assert_eq!(cell_borders(row), 3, "{key} row broken: {row}");
+    }
+    assert!(!md.contains("<b>x</b>") || md.contains("`db"), "{md}");
+}
+
+#[test]
+fn a_capture_dated_near_year_9999_renders_without_panicking() {
+    let dir = Scratch::new("year-9999");
+    let path = edited_capture(&dir, |r| {
+        if r.get("time").is_some() {
+            r["time"] = "9999-12-31T23:59:59.999999Z".into();
+        }
+        if r["type"] == "redis_status" {
+            r["uptime_s"] = u64::MAX.into();
+        }
+        if r["type"] == "connection_closed" {
+            r["duration_ms"] = 1e300.into();
+        }
+    });
+    let caps = load(&[path]).expect("load");
+    let rendered = render(&caps, &opts(false)).expect("render");
+    assert!(
+        rendered.markdown.contains("9999-12-31"),
+        "{}",
+        rendered.markdown
+    );
+}
+
+#[test]
+fn report_reads_only_regular_files() {
+    let err = load(&[PathBuf::from("/dev/null")]).expect_err("/dev/null is no capture");
+    assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
+}
