@@ -51,6 +51,9 @@ pub struct RedisProbes {
     pub client_flags: bool,
 }
 
+/// The largest executable read for its symbols (a Redis build with DWARF is ~100 MiB).
+const MAX_EXE_BYTES: u64 = 256 << 20;
+
 /// Function address ranges of a running redis-server, to name return addresses.
 #[derive(Debug, Clone, Default)]
 pub struct Symbols {
@@ -64,6 +67,17 @@ impl Symbols {
     /// Reads the exported functions of `pid`'s executable and where it is mapped.
     pub fn of_process(pid: u32) -> Result<Self> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        // Whoever started the process chose its file: bound what is read into memory.
+        let size = std::fs::metadata(&exe)
+            .with_context(|| format!("stat of {}", exe.display()))?
+            .len();
+        if size > MAX_EXE_BYTES {
+            bail!(
+                "{} is {} MiB, more than any Redis build: not read",
+                exe.display(),
+                size >> 20
+            );
+        }
         let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
         let file = object::File::parse(&*data).context("parsing redis-server's ELF")?;
         let first_load = file.segments().map(|s| s.address()).min().unwrap_or(0);

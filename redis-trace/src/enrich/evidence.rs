@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::redis_client::{ClientEntry, Poller, PollerMsg, RedisConfig, Snapshot, Target};
-use super::redis_log::{LogEvent, LogTail};
+use super::redis_log::{LogEvent, LogFollower, LogTail};
 use crate::capture::assemble::monotonic_ns;
 use crate::cause::{self, Cause, CounterWindow, Evidence, ProcEvent, ProcFact, Verdict};
 use crate::record::{ConnectionClosed, ProcessEvent, RedisClientView};
@@ -82,7 +82,8 @@ struct Server {
     heard: bool,
     last_counters: Option<(u64, SystemTime, Counters)>,
     windows: VecDeque<Window>,
-    log: Option<LogTail>,
+    /// The log, read off the capture loop.
+    log: Option<LogFollower>,
     log_why_not: String,
     log_lines: Vec<LogEvent>,
 }
@@ -151,7 +152,9 @@ impl Server {
                 path = PathBuf::from(format!("/proc/{pid}/cwd")).join(path);
             }
         }
-        match LogTail::open(&path) {
+        // Opening cannot block (O_NONBLOCK, regular files only); reading is the
+        // follower thread's.
+        match LogTail::open(&path).and_then(LogFollower::start) {
             Ok(t) => {
                 self.log = Some(t);
                 self.log_why_not.clear();

@@ -156,7 +156,11 @@ fn check_url(url: &str) -> anyhow::Result<()> {
 }
 
 fn read_password_file(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
+    use std::io::Read as _;
+    // Its first line is all we need: read at most 64 KiB of it, whatever the file is.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
         .with_context(|| format!("cannot read the password file {}", path.display()))?;
     let first = text.split('\n').next().unwrap_or("");
     let first = first.strip_suffix('\r').unwrap_or(first);

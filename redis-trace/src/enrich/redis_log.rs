@@ -200,6 +200,55 @@ pub struct LogTail {
     ctx: Context,
 }
 
+/// A [`LogTail`] read on a thread of its own, so that a slow file system (a hung NFS
+/// mount) can delay the log lines but never the capture's loop. The thread stops when
+/// this is dropped.
+pub struct LogFollower {
+    rx: std::sync::mpsc::Receiver<Vec<LogEvent>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often the follower thread looks for new lines.
+const FOLLOW_EVERY: Duration = Duration::from_millis(20);
+
+impl LogFollower {
+    pub fn start(mut tail: LogTail) -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("redis-log".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    let events = tail.poll();
+                    // A full channel waits for the reader; a gone one ends the thread.
+                    if !events.is_empty() && tx.send(events).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(FOLLOW_EVERY);
+                }
+            })
+            .context("starting the Redis log reader thread")?;
+        Ok(Self { rx, stop })
+    }
+
+    /// The lines read since the last call, without waiting.
+    pub fn poll(&mut self) -> Vec<LogEvent> {
+        let mut out = Vec::new();
+        while let Ok(events) = self.rx.try_recv() {
+            out.extend(events);
+        }
+        out
+    }
+}
+
+impl Drop for LogFollower {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// At most this much is read per [`LogTail::poll`]; the rest waits for the next call.
 const MAX_READ_PER_POLL: u64 = 4 * 1024 * 1024;
 /// A line longer than this (only raw dumps are) is dropped rather than buffered.
