@@ -4,7 +4,9 @@
 #
 #   - Debian packages: redis-server + redis-tools (test and demo server),
 #     nftables/iptables/iproute2 (middlebox tests), python3 (test clients)
+#   - musl-tools, mmdebstrap, openssl (the static binary, its tests' roots and certs)
 #   - the nightly toolchain's rust-src (the eBPF crate builds `core` itself)
+#   - the x86_64-unknown-linux-musl target (cargo xtask dist)
 #   - bpf-linker, built against the very LLVM that the nightly rustc ships
 #
 # Set REDIS_TRACE_SETUP_QUIET=1 to silence the progress lines.
@@ -21,6 +23,11 @@ command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# cargo xtask dist: ring's C parts for the static musl build; the tests' roots and certs.
+command -v musl-gcc >/dev/null || need_pkgs+=(musl-tools)
+command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v unshare >/dev/null || need_pkgs+=(util-linux)
 if ((${#need_pkgs[@]})); then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -50,6 +57,12 @@ fi
 if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
   say "adding rust-src to the nightly toolchain"
   rustup component add rust-src --toolchain nightly
+fi
+
+# --- the static (musl) target for `cargo xtask dist` ---------------------------
+if ! rustup target list --installed | grep -q '^x86_64-unknown-linux-musl$'; then
+  say "adding the Rust target x86_64-unknown-linux-musl (static binary)"
+  rustup target add x86_64-unknown-linux-musl
 fi
 
 # --- bpf-linker built against the nightly's LLVM ------------------------------

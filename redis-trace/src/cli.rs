@@ -10,14 +10,47 @@ use crate::output::JsonTarget;
 #[derive(Debug, Parser)]
 #[command(
     name = "redis-trace",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("REDIS_TRACE_EBPF_BUILD"), ")"),
     about = "Who closed each Redis connection, and how: kernel evidence for \
              `Connection reset by peer` and `Broken pipe`.",
     long_about = None,
 )]
 pub struct Cli {
+    /// When to color the output: auto (a terminal, and NO_COLOR unset), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
+}
+
+pub use crate::output::ColorChoice;
+
+/// TLS to Redis, as redis-cli's --tls --cacert --cert --key --insecure.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Verify Redis's TLS certificate against this CA (PEM). Implies TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for Redis servers that require one; with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM); with --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Speak TLS without verifying Redis's certificate (only when you must).
+    #[arg(long)]
+    pub tls_insecure: bool,
+}
+
+impl TlsArgs {
+    pub fn settings(&self) -> crate::enrich::redis_tls::TlsSettings {
+        crate::enrich::redis_tls::TlsSettings {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            insecure: self.tls_insecure,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +133,8 @@ pub struct DiagnoseArgs {
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -163,8 +198,11 @@ pub struct CaptureArgs {
     pub password_file: Option<std::path::PathBuf>,
 
     /// Use kernel evidence only: do not connect to Redis.
-    #[arg(long, conflicts_with_all = ["redis_url", "password_file"])]
+    #[arg(long, conflicts_with_all = ["redis_url", "password_file", "tls_ca", "tls_cert", "tls_key", "tls_insecure"])]
     pub no_redis: bool,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Do not attach uprobes to redis-server (which of its code paths freed a client).
     #[arg(long)]
@@ -212,7 +250,9 @@ impl CaptureArgs {
             redis: (!self.no_redis).then(|| capture::RedisAccess {
                 url: self.redis_url.clone(),
                 password_file: self.password_file.clone(),
+                tls: self.tls.settings(),
             }),
+            color: ColorChoice::Auto,
         })
     }
 }
@@ -261,6 +301,48 @@ mod tests {
         let mut bash = Vec::new();
         Generate::Bash.write(&mut bash).expect("bash");
         assert!(String::from_utf8_lossy(&bash).contains("--port"));
+    }
+
+    #[test]
+    fn color_and_tls_options_parse() {
+        let cli = Cli::try_parse_from([
+            "redis-trace",
+            "capture",
+            "--color",
+            "never",
+            "--redis-url",
+            "rediss://127.0.0.1:6380/",
+            "--tls-ca",
+            "/etc/ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .expect("parse");
+        assert_eq!(cli.color, ColorChoice::Never);
+        let Command::Capture(args) = cli.command else {
+            panic!("not capture");
+        };
+        let tls = args.tls.settings();
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert!(tls.any() && !tls.insecure);
+        // A certificate needs its key.
+        assert!(Cli::try_parse_from(["redis-trace", "capture", "--tls-cert", "c.pem"]).is_err());
+        assert!(
+            Cli::try_parse_from(["redis-trace", "capture", "--no-redis", "--tls-insecure"])
+                .is_err()
+        );
+        assert!(ColorChoice::Always.enabled(false));
+        assert!(!ColorChoice::Never.enabled(true));
+        assert!(!ColorChoice::Auto.enabled(false));
+    }
+
+    #[test]
+    fn version_names_the_embedded_ebpf_object() {
+        let v = Cli::command().render_version();
+        assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
+        assert!(v.contains("eBPF object"), "{v}");
     }
 
     #[test]

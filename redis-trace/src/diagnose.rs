@@ -70,6 +70,7 @@ pub struct Options {
     /// the password then goes only to a real server's process `pid` (see
     /// `procinfo::trusted_server`), and to nothing when no server process is known.
     pub discovered: Option<Option<u32>>,
+    pub tls: crate::enrich::redis_tls::TlsSettings,
 }
 
 /// The outcome: what Redis said about itself (None when it could not be read) and the
@@ -1511,7 +1512,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Diagnosis> {
         opts.url.as_deref(),
         opts.port,
         opts.password_file.as_deref(),
-    )?;
+    )?
+    .with_tls(&opts.tls)?;
     if let (Some(pid), Some(_), None) = (opts.discovered, &target.password, &opts.url)
         && let Err(why) = pid
             .ok_or_else(|| "no Redis server process listens there".to_string())

@@ -57,7 +57,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Capture(args) => {
             // First of all: a Ctrl-C while the probes load must end the capture cleanly.
             let signals = redis_trace::signals::Signals::install()?;
-            let opts = args.options()?;
+            let mut opts = args.options()?;
+            opts.color = cli.color;
             let report = opts.report.clone().zip(match &opts.json {
                 Some(redis_trace::output::JsonTarget::File(p)) => Some(p.clone()),
                 _ => None,
@@ -90,6 +91,7 @@ fn run() -> anyhow::Result<ExitCode> {
                         url: access.url,
                         password_file: access.password_file,
                         discovered,
+                        tls: access.tls,
                     })
                     .ok()?;
                     Some(redis_trace::postmortem::findings(&d))
@@ -143,14 +145,14 @@ fn run() -> anyhow::Result<ExitCode> {
                 url: args.redis_url,
                 password_file: args.password_file,
                 discovered,
+                tls: args.tls.settings(),
             })?;
             let mut out = io::stdout().lock();
             if args.json {
                 serde_json::to_writer_pretty(&mut out, &d)?;
                 writeln!(out)?;
             } else {
-                let color =
-                    out.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+                let color = cli.color.enabled(out.is_terminal());
                 write!(out, "{}", redis_trace::diagnose::render_text(&d, color))?;
             }
             out.flush()?;

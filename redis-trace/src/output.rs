@@ -13,6 +13,29 @@ use serde::Serialize;
 use crate::procinfo::escape_name;
 use crate::record::{ConnectionClosed, ProcessEvent, ResetSeen};
 
+/// When to color (`--color`, as ripgrep has it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// When writing to a terminal and NO_COLOR is unset or empty.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to color output going to a terminal (`is_terminal`) or not.
+    pub fn enabled(self, is_terminal: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
 /// Where JSON lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonTarget {
@@ -103,7 +126,7 @@ pub struct Writers {
 impl Writers {
     /// JSON to `json` if given; the human timeline to stdout unless JSON took stdout or
     /// `quiet` is set.
-    pub fn open(json: Option<&JsonTarget>, quiet: bool) -> Result<Self> {
+    pub fn open(json: Option<&JsonTarget>, quiet: bool, color: ColorChoice) -> Result<Self> {
         let json_writer: Option<Box<dyn Write + Send>> = match json {
             None => None,
             Some(JsonTarget::Stdout) => Some(Box::new(io::stdout())),
@@ -111,9 +134,7 @@ impl Writers {
         };
         let text = (!quiet && json != Some(&JsonTarget::Stdout))
             .then(|| BufWriter::new(Box::new(io::stdout()) as Box<dyn Write + Send>));
-        let color = text.is_some()
-            && io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let color = text.is_some() && color.enabled(io::stdout().is_terminal());
         Ok(Self {
             json: json_writer.map(|w| BufWriter::with_capacity(64 * 1024, w)),
             text,

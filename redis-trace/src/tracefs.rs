@@ -96,11 +96,14 @@ fn parse_field(rest: &str) -> Result<Field> {
         None => (decl, None),
     };
     let head = head.trim_end();
-    let split = head
-        .rfind(|c: char| c.is_whitespace() || c == '*')
+    // The separator may be a multi-byte space (U+00A0, U+3000): split after its last byte.
+    let (split, sep) = head
+        .char_indices()
+        .rfind(|&(_, c)| c.is_whitespace() || c == '*')
         .ok_or_else(|| anyhow!("cannot split type and name in {decl:?}"))?;
-    let name = head[split + 1..].to_string();
-    let c_type = head[..=split].trim().to_string();
+    let after = split + sep.len_utf8();
+    let name = head[after..].to_string();
+    let c_type = head[..after].trim().to_string();
     if name.is_empty() || c_type.is_empty() {
         bail!("cannot split type and name in {decl:?}");
     }
@@ -450,6 +453,20 @@ mod tests {
         assert_eq!(field(&f, "common_pid").offset, 4);
         assert!(f.own_fields().all(|x| !x.name.starts_with("common_")));
         assert_eq!(f.own_fields().count(), f.fields.len() - 4);
+    }
+
+    #[test]
+    fn multibyte_space_before_a_field_name_does_not_panic() {
+        // Found by the tracefs_format fuzz target: a no-break space (2 bytes in UTF-8)
+        // between type and name was sliced through the middle.
+        let f = parse_format(
+            "name: x\nformat:\n\tfield:int\u{a0}x;\toffset:0;\tsize:4;\tsigned:1;\n\
+             \tfield:char *\u{3000}y;\toffset:4;\tsize:8;\tsigned:0;\n",
+        )
+        .expect("parse");
+        assert_eq!(field(&f, "x").c_type, "int");
+        assert_eq!(field(&f, "y").c_type, "char *");
+        assert!(parse_format("name: x\n\tfield:\u{3000}x;\toffset:0;\tsize:4;\n").is_err());
     }
 
     #[test]

@@ -79,6 +79,12 @@ impl Redis {
     /// Starts redis-server with extra arguments, optionally through a wrapper command
     /// (e.g. one that moves it into a memory cgroup first).
     pub fn start_with(extra: &[&str], wrapper: Option<&[&str]>) -> Self {
+        let mut redis = Self::spawn(extra, wrapper);
+        redis.wait_ready(|r| r.try_command("PING").is_ok_and(|p| p.starts_with("+PONG")));
+        redis
+    }
+
+    fn spawn(extra: &[&str], wrapper: Option<&[&str]>) -> Self {
         let port = free_port();
         let dir = private_dir("test");
         let mut args: Vec<String> = vec![
@@ -111,13 +117,32 @@ impl Redis {
             .stdin(Stdio::null())
             .spawn()
             .expect("starting redis-server (installed by scripts/setup.sh)");
-        let mut redis = Redis { port, child, dir };
+        Redis { port, child, dir }
+    }
+
+    /// Starts redis-server with `extra` arguments where it listens on `port` some other
+    /// way (TLS): ready once `redis-cli -p port CLI_ARGS PING` answers PONG.
+    pub fn start_with_ping(extra: &[&str], port: u16, cli_args: &[&str]) -> Self {
+        let mut redis = Self::spawn(extra, None);
+        redis.port = port;
+        let cli: Vec<String> = cli_args.iter().map(|s| s.to_string()).collect();
+        redis.wait_ready(move |r| {
+            Command::new("redis-cli")
+                .args(["-p", &r.port.to_string()])
+                .args(&cli)
+                .arg("PING")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+        });
+        redis
+    }
+
+    fn wait_ready(&mut self, ready: impl Fn(&Redis) -> bool) {
+        let redis = self;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(reply) = redis.try_command("PING") {
-                if reply.starts_with("+PONG") {
-                    break;
-                }
+            if ready(redis) {
+                break;
             }
             if let Ok(Some(status)) = redis.child.try_wait() {
                 panic!("redis-server exited at start: {status}");
@@ -128,7 +153,6 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        redis
     }
 
     pub fn pid(&self) -> u32 {

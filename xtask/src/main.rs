@@ -12,6 +12,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
+mod fuzz;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +46,22 @@ enum Task {
         /// Fewer requests per run (a quick look, noisier).
         #[arg(long)]
         quick: bool,
+    },
+    /// Run every fuzz target (fuzz/, cargo-fuzz on nightly) for a bounded time each, on a
+    /// scratch corpus under target/fuzz/ seeded from fuzz/seeds/; fails if one crashed.
+    Fuzz {
+        /// Seconds of fuzzing per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (`cargo fuzz list` in fuzz/ names them).
+        target: Option<String>,
+    },
+    /// Build the static binary to copy to a host (target/dist/, with its SHA-256), and
+    /// with --deb a Debian package of it.
+    Dist {
+        /// Also build target/dist/redis-trace_VERSION_amd64.deb.
+        #[arg(long)]
+        deb: bool,
     },
     /// Set up, then run every check CI runs: fmt, clippy, unit tests, scenario tests.
     Test {
@@ -203,6 +221,13 @@ fn run() -> Result<()> {
             eprintln!("xtask: written to target/bench/results.md");
             Ok(())
         }
+        Task::Fuzz { seconds, target } => {
+            fuzz::run(&root(), seconds, target.as_deref()).map(|_| ())
+        }
+        Task::Dist { deb } => {
+            setup()?;
+            dist::run(&root(), deb).map(|_| ())
+        }
         Task::Test { filter } => {
             setup()?;
             status(
@@ -228,10 +253,16 @@ fn run() -> Result<()> {
             }
             let mut tally = Tally::default();
             tests("unit tests", &mut unit, &mut tally)?;
+            // Every parser of outside input, briefly: a regression that panics on the seeds
+            // (the real fixtures) or near them fails here.
+            fuzz::run(&root(), fuzz::CI_SECONDS, None)?;
             let bin = build()?;
             if !is_root() {
                 bail!("the scenario tests load eBPF programs: run `sudo cargo xtask test`");
             }
+            // The static binary and the package, for the scenario tests that run them in
+            // other roots (tests/tests/dist.rs).
+            let shipped = dist::run(&root(), true)?;
             let mut cmd = cargo();
             cmd.args([
                 "test",
@@ -247,7 +278,12 @@ fn run() -> Result<()> {
             }
             tests(
                 "scenario tests (real kernel, real redis-server, one at a time)",
-                cmd.env("REDIS_TRACE_BIN", &bin),
+                cmd.env("REDIS_TRACE_BIN", &bin)
+                    .env("REDIS_TRACE_DIST_BIN", &shipped.binary)
+                    .env(
+                        "REDIS_TRACE_DEB",
+                        shipped.deb.as_deref().unwrap_or(Path::new("")),
+                    ),
                 &mut tally,
             )?;
             // One closing line for the whole run, unit and scenario tests together.

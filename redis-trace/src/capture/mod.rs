@@ -47,6 +47,8 @@ pub struct Options {
     /// Write a postmortem report here at the end (from the JSON file).
     pub report: Option<std::path::PathBuf>,
     pub redact: bool,
+    /// When to color the timeline.
+    pub color: crate::output::ColorChoice,
 }
 
 /// How to reach the traced Redis servers (read-only).
@@ -55,6 +57,7 @@ pub struct RedisAccess {
     /// redis://[user@]host:port/ ; default: each traced port on 127.0.0.1.
     pub url: Option<String>,
     pub password_file: Option<std::path::PathBuf>,
+    pub tls: crate::enrich::redis_tls::TlsSettings,
 }
 
 /// Redis servers running here: (port, process) for each listening port, and the pids of
@@ -289,7 +292,7 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
     let redis_probes_pids: HashSet<u32> = begin.redis_uprobes.iter().map(|r| r.pid).collect();
     // Outputs are opened only now that every check passed: a capture that could not
     // start leaves an existing file as it was.
-    let mut writers = Writers::open(opts.json.as_ref(), opts.quiet)?;
+    let mut writers = Writers::open(opts.json.as_ref(), opts.quiet, opts.color)?;
     // Every probe is live now: scripts may wait for this line.
     writers.json(&begin)?;
     writers.flush()?;
@@ -707,7 +710,8 @@ fn redis_sources(opts: &Options, ports: &[TracedPort]) -> Result<Vec<RedisSource
                     let url = access.url.as_deref().filter(|u| {
                         ports.len() == 1 || Target::url_port(u) == Some(port)
                     });
-                    let target = Target::new(url, port, access.password_file.as_deref())?;
+                    let target = Target::new(url, port, access.password_file.as_deref())?
+                        .with_tls(&access.tls)?;
                     // The operator named this server (--port, --redis-url): trusted. One
                     // that was only discovered gets the password only if it is a real
                     // server (see procinfo::trusted_server).

@@ -3,3 +3,4 @@
 pub mod evidence;
 pub mod redis_client;
 pub mod redis_log;
+pub mod redis_tls;

@@ -53,6 +53,8 @@ const PERMISSION_HINT: &str = "the Redis user lacks permission for INFO/CONFIG G
 pub struct Target {
     pub url: String,
     pub password: Option<String>,
+    /// Set to speak TLS: a `rediss://` URL, or any `--tls-*` option.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("url", &self.url)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -85,9 +88,19 @@ impl Target {
         }
     }
 
+    /// TLS with these settings: for a `rediss://` URL (with the host's trust store when
+    /// no option says otherwise), or when any `--tls-*` option is given. The files are
+    /// read now: a bad one is an error before anything connects.
+    pub fn with_tls(mut self, tls: &super::redis_tls::TlsSettings) -> anyhow::Result<Target> {
+        if tls.any() || is_tls_url(&self.url) {
+            self.tls = Some(tls.client_config()?);
+        }
+        Ok(self)
+    }
+
     /// The TCP port the URL names, if any.
     pub fn url_port(url: &str) -> Option<u16> {
-        redis::parse_redis_url(url.trim())?.port()
+        redis::parse_redis_url(&plain_url(url.trim()))?.port()
     }
 
     fn with_env_password(
@@ -105,12 +118,16 @@ impl Target {
             Some(path) => Some(read_password_file(path)?),
             None => env_password.filter(|p| !p.is_empty()),
         };
-        Ok(Target { url, password })
+        Ok(Target {
+            url,
+            password,
+            tls: None,
+        })
     }
 
     fn connection_info(&self) -> anyhow::Result<(redis::ConnectionInfo, Option<String>)> {
         check_url(&self.url)?;
-        let parsed = redis::parse_redis_url(&self.url)
+        let parsed = redis::parse_redis_url(&plain_url(&self.url))
             .with_context(|| format!("{:?} is not a redis:// URL", self.url))?;
         let username = if parsed.scheme().ends_with("unix") {
             parsed
@@ -131,7 +148,26 @@ impl Target {
     }
 }
 
+/// `rediss://` (Redis) or `valkeys://` (Valkey): TLS.
+fn is_tls_url(url: &str) -> bool {
+    let u = url.trim().to_ascii_lowercase();
+    u.starts_with("rediss://") || u.starts_with("valkeys://")
+}
+
+/// The URL with a TLS scheme replaced by the plain one, for the redis crate's parser
+/// (built without its TLS features: the TLS here is ours, see [`CappedConnection`]).
+fn plain_url(url: &str) -> String {
+    let url = url.trim();
+    for (tls, plain) in [("rediss://", "redis://"), ("valkeys://", "valkey://")] {
+        if url.len() >= tls.len() && url[..tls.len()].eq_ignore_ascii_case(tls) {
+            return format!("{plain}{}", &url[tls.len()..]);
+        }
+    }
+    url.to_string()
+}
+
 fn check_url(url: &str) -> anyhow::Result<()> {
+    let url = &plain_url(url);
     let parsed = redis::parse_redis_url(url).with_context(|| {
         format!("{url:?} is not a Redis URL (expected redis://[user@]host:port/ or unix:///path)")
     })?;
@@ -145,12 +181,6 @@ fn check_url(url: &str) -> anyhow::Result<()> {
         .any(|(k, _)| k == "pass" || k == "password")
     {
         bail!("the Redis URL contains a password: {no_password}");
-    }
-    if matches!(parsed.scheme(), "rediss" | "valkeys") {
-        bail!(
-            "TLS ({}://) is not supported: redis-trace reads a Redis on this host; use redis://",
-            parsed.scheme()
-        );
     }
     Ok(())
 }
@@ -403,6 +433,7 @@ pub const MAX_REPLY: u64 = 64 << 20;
 enum Stream {
     Tcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
 }
 
 impl std::io::Read for Stream {
@@ -410,6 +441,7 @@ impl std::io::Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -419,10 +451,14 @@ impl std::io::Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -434,10 +470,20 @@ struct CappedConnection {
     parser: redis::Parser,
     limit: u64,
     open: bool,
+    /// The first byte the server sent: a TLS record (0x15 alert, 0x16 handshake) on a
+    /// plain connection means the port speaks TLS.
+    first_byte: Option<u8>,
+    tls: bool,
+    /// host and port of a plain TCP connection (to probe for TLS when it fails).
+    tcp: Option<(String, u16)>,
 }
 
 impl CappedConnection {
-    fn connect(addr: &redis::ConnectionAddr, limit: u64) -> redis::RedisResult<Self> {
+    fn connect(
+        addr: &redis::ConnectionAddr,
+        limit: u64,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    ) -> redis::RedisResult<Self> {
         let stream = match addr {
             redis::ConnectionAddr::Tcp(host, port) => {
                 let mut last = None;
@@ -464,9 +510,46 @@ impl CappedConnection {
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
                 let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
+                match tls {
+                    None => Stream::Tcp(s),
+                    Some(config) => {
+                        let name = super::redis_tls::server_name(host).map_err(|e| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::InvalidClientConfig,
+                                "TLS server name",
+                                format!("{e:#}"),
+                            ))
+                        })?;
+                        let conn =
+                            rustls::ClientConnection::new(config.clone(), name).map_err(|e| {
+                                redis::RedisError::from((
+                                    redis::ErrorKind::InvalidClientConfig,
+                                    "TLS",
+                                    e.to_string(),
+                                ))
+                            })?;
+                        let mut stream = rustls::StreamOwned::new(conn, s);
+                        // The handshake now, so that its failure says so (not a read error).
+                        while stream.conn.is_handshaking() {
+                            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+                                return Err(redis::RedisError::from((
+                                    redis::ErrorKind::Io,
+                                    "the TLS handshake failed",
+                                    e.to_string(),
+                                )));
+                            }
+                        }
+                        Stream::Tls(Box::new(stream))
+                    }
+                }
             }
             redis::ConnectionAddr::Unix(path) => {
+                if tls.is_some() {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "TLS over a unix socket is not supported",
+                    )));
+                }
                 let s = std::os::unix::net::UnixStream::connect(path)?;
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -480,22 +563,50 @@ impl CappedConnection {
             }
         };
         Ok(Self {
+            tcp: match (addr, &stream) {
+                (redis::ConnectionAddr::Tcp(h, p), Stream::Tcp(_)) => Some((h.clone(), *p)),
+                _ => None,
+            },
+            tls: matches!(stream, Stream::Tls(_)),
             stream,
             parser: redis::Parser::new(),
             limit,
             open: true,
+            first_byte: None,
         })
     }
 
     fn read_reply(&mut self) -> redis::RedisResult<redis::Value> {
         use std::io::Read as _;
-        let mut budget = (&mut self.stream).take(self.limit);
-        match self.parser.parse_value(&mut budget) {
+        let mut first = FirstByte {
+            inner: &mut self.stream,
+            first: &mut self.first_byte,
+        };
+        let mut budget = (&mut first).take(self.limit);
+        let parsed = self.parser.parse_value(&mut budget);
+        let exhausted = budget.limit() == 0;
+        match parsed {
             Ok(v) => Ok(v),
             Err(e) => {
                 // A failed parse leaves the stream mid-reply: this connection is done.
                 self.open = false;
-                if budget.limit() == 0 {
+                // A TLS port answers a plain command with a TLS record, or (Redis)
+                // drops it without a byte: then ask it for a TLS handshake to be sure.
+                let tls_port = !self.tls
+                    && match self.first_byte {
+                        Some(b) => matches!(b, 0x15 | 0x16),
+                        None => self
+                            .tcp
+                            .as_ref()
+                            .is_some_and(|(h, p)| super::redis_tls::speaks_tls(h, *p, IO_TIMEOUT)),
+                    };
+                if tls_port {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        TLS_PORT,
+                        "a plain command got no Redis reply, and the port answers TLS".to_string(),
+                    )))
+                } else if exhausted {
                     Err(redis::RedisError::from((
                         redis::ErrorKind::Client,
                         "Redis's reply is larger than redis-trace reads",
@@ -506,6 +617,27 @@ impl CappedConnection {
                 }
             }
         }
+    }
+}
+
+/// What a plain connection to a TLS port gets told.
+const TLS_PORT: &str = "this Redis port speaks TLS: use --redis-url rediss://HOST:PORT/ with \
+                        --tls-ca FILE (and --tls-cert FILE --tls-key FILE if it wants client \
+                        certificates), or --tls-insecure";
+
+/// Remembers the first byte read through it.
+struct FirstByte<'a> {
+    inner: &'a mut Stream,
+    first: &'a mut Option<u8>,
+}
+
+impl std::io::Read for FirstByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.first.is_none() && n > 0 {
+            *self.first = Some(buf[0]);
+        }
+        Ok(n)
     }
 }
 
@@ -566,7 +698,7 @@ impl Session {
     pub fn connect(t: &Target) -> anyhow::Result<Session> {
         let (info, username) = t.connection_info()?;
         let addr = info.addr().to_string();
-        let conn = CappedConnection::connect(info.addr(), MAX_REPLY)
+        let conn = CappedConnection::connect(info.addr(), MAX_REPLY, t.tls.as_ref())
             .map_err(|e| explain(&addr, "connect", e))?;
         let mut s = Session {
             conn,
@@ -1218,6 +1350,7 @@ mod tests {
         let mut conn = CappedConnection::connect(
             &redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
             1 << 20,
+            None,
         )
         .expect("connect");
         let err = redis::cmd("INFO")
@@ -1439,6 +1572,7 @@ mod tests {
             Target {
                 url: format!("redis://{user}127.0.0.1:{}/", self.port),
                 password: password.map(str::to_string),
+                tls: None,
             }
         }
     }

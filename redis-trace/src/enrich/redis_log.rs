@@ -791,7 +791,8 @@ fn local_to_system_time(
 
 fn local_year(t: SystemTime) -> Option<i32> {
     let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    let secs = libc::time_t::try_from(secs).ok()?;
+    // time_t, inferred from localtime_r (naming it is deprecated on musl).
+    let secs = secs.try_into().ok()?;
     // SAFETY: as above, an all-zero `tm` is valid; localtime_r writes only into it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers are valid for the call.

@@ -62,18 +62,21 @@ fn clock(t: SystemTime, with_ms: bool) -> String {
     s.get(11..end).unwrap_or(&s).to_string()
 }
 
-/// A bucket length that reads well: 1 s, 2 s, 5 s, 10 s, ... 1 day.
+/// A bucket length that reads well: 1 s, 2 s, 5 s, 10 s, ... 1 day, 1 week, then whole
+/// weeks: never so short that the window holds many more than [`BUCKETS`] of them (a
+/// capture spanning years must not become a chart of a million bars and ticks).
 fn bucket_len(window_s: f64) -> f64 {
+    const WEEK: f64 = 604800.0;
     const NICE: [f64; 22] = [
         0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
-        3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 604800.0,
+        3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, WEEK,
     ];
     // Up to 10% more buckets than asked, so that a 10 min capture gets 10 s buckets.
     let want = window_s / BUCKETS / 1.1;
     NICE.iter()
         .copied()
         .find(|b| *b >= want)
-        .unwrap_or(604800.0)
+        .unwrap_or_else(|| (want / WEEK).ceil() * WEEK)
 }
 
 fn bucket_words(b: f64) -> String {

@@ -270,6 +270,28 @@ fn chart_buckets_cover_the_window_with_about_sixty_bars() {
     assert!(r.svg.contains(">OOM<"), "the OOM kill is marked");
 }
 
+#[test]
+fn a_window_of_millennia_still_makes_a_chart_of_about_sixty_bars() {
+    // Found with the report_jsonl fuzz target's size check: a capture of two lines dated
+    // 1970 and 9999 made buckets and ticks of one week each, 417,000 of them, in a 60 MB
+    // SVG.
+    let text = format!(
+        "{}\n{}\n",
+        r#"{"type":"capture_started","schema_version":1,"time":"1970-01-01T00:00:01Z","host":"h","ports":[{"port":6379}]}"#,
+        r#"{"type":"connection_closed","time":"9999-12-31T00:00:00Z","cause":"client_close","server":"127.0.0.1:6379","client":"127.0.0.1:50000"}"#
+    );
+    let cap = parse_capture(Path::new("wide.jsonl"), text.as_bytes()).expect("parses");
+    let r = render(&[cap], &opts(false)).expect("render");
+    assert!(r.svg.len() < 64 * 1024, "{} bytes of SVG", r.svg.len());
+    let ticks = r
+        .svg
+        .matches("text-anchor=\"middle\" fill=\"#555555\">")
+        .count();
+    assert!(ticks <= 12, "{ticks} time ticks");
+    let bars = r.svg.matches("\"><title>").count();
+    assert_eq!(bars, 1, "one connection end, one bar");
+}
+
 /// Every client address, bare client IP (not the server's), client name and client
 /// process name that appears anywhere in a capture.
 fn secrets(recs: &[Value]) -> Vec<String> {
