@@ -457,8 +457,12 @@ mod tests {
 
     #[test]
     fn multibyte_space_before_a_field_name_does_not_panic() {
-        // Found by the tracefs_format fuzz target: a no-break space (2 bytes in UTF-8)
-        // between type and name was sliced through the middle.
+        // Found by the tracefs_format fuzz target (minimized: "field:i\u{a0}a;offset:1;
+        // size:2"): a no-break space (2 bytes in UTF-8) before the name was sliced through.
+        assert!(
+            parse_format("field:i\u{a0}a;offset:1;size:2").is_err(),
+            "no name: line"
+        );
         let f = parse_format(
             "name: x\nformat:\n\tfield:int\u{a0}x;\toffset:0;\tsize:4;\tsigned:1;\n\
              \tfield:char *\u{3000}y;\toffset:4;\tsize:8;\tsigned:0;\n",

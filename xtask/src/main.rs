@@ -102,6 +102,35 @@ fn status(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Wall-clock time of each step of `cargo xtask test`.
+#[derive(Default)]
+struct Steps(Vec<(&'static str, std::time::Duration)>);
+
+impl Steps {
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = std::time::Instant::now();
+        let r = f();
+        self.0.push((name, start.elapsed()));
+        if r.is_err() {
+            self.print();
+        }
+        r
+    }
+
+    fn print(&self) {
+        let total: f64 = self.0.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(n, d)| format!("{n} {:.0} s", d.as_secs_f64()))
+            .collect();
+        eprintln!(
+            "xtask: step times: {}; total {total:.0} s",
+            parts.join(", ")
+        );
+    }
+}
+
 /// Test counts, summed over cargo test runs.
 #[derive(Default)]
 struct Tally {
@@ -229,22 +258,28 @@ fn run() -> Result<()> {
             dist::run(&root(), deb).map(|_| ())
         }
         Task::Test { filter } => {
-            setup()?;
-            status(
-                "checking formatting",
-                cargo().args(["fmt", "--all", "--", "--check"]),
-            )?;
-            status(
-                "clippy",
-                cargo().args([
+            // How long each step takes (CI has 90 minutes): printed at the end.
+            let mut steps = Steps::default();
+            steps.time("setup", setup)?;
+            steps.time("fmt", || {
+                status(
+                    "checking formatting",
+                    cargo().args(["fmt", "--all", "--", "--check"]),
+                )
+            })?;
+            steps.time("clippy", || {
+                status(
                     "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ]),
-            )?;
+                    cargo().args([
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ]),
+                )
+            })?;
             // As root, the unit tests that read this host's tracefs run too.
             let mut unit = cargo();
             unit.args(["test", "--package", "redis-trace"]);
@@ -252,17 +287,19 @@ fn run() -> Result<()> {
                 unit.args(["--", "--include-ignored"]);
             }
             let mut tally = Tally::default();
-            tests("unit tests", &mut unit, &mut tally)?;
+            steps.time("unit tests", || tests("unit tests", &mut unit, &mut tally))?;
             // Every parser of outside input, briefly: a regression that panics on the seeds
             // (the real fixtures) or near them fails here.
-            fuzz::run(&root(), fuzz::CI_SECONDS, None)?;
-            let bin = build()?;
+            steps.time("fuzz (build + brief runs)", || {
+                fuzz::run(&root(), fuzz::CI_SECONDS, None).map(|_| ())
+            })?;
+            let bin = steps.time("release build", build)?;
             if !is_root() {
                 bail!("the scenario tests load eBPF programs: run `sudo cargo xtask test`");
             }
             // The static binary and the package, for the scenario tests that run them in
             // other roots (tests/tests/dist.rs).
-            let shipped = dist::run(&root(), true)?;
+            let shipped = steps.time("dist (static binary, .deb)", || dist::run(&root(), true))?;
             let mut cmd = cargo();
             cmd.args([
                 "test",
@@ -276,16 +313,19 @@ fn run() -> Result<()> {
             if let Some(f) = filter {
                 cmd.arg(f);
             }
-            tests(
-                "scenario tests (real kernel, real redis-server, one at a time)",
-                cmd.env("REDIS_TRACE_BIN", &bin)
-                    .env("REDIS_TRACE_DIST_BIN", &shipped.binary)
-                    .env(
-                        "REDIS_TRACE_DEB",
-                        shipped.deb.as_deref().unwrap_or(Path::new("")),
-                    ),
-                &mut tally,
-            )?;
+            steps.time("scenario tests", || {
+                tests(
+                    "scenario tests (real kernel, real redis-server, one at a time)",
+                    cmd.env("REDIS_TRACE_BIN", &bin)
+                        .env("REDIS_TRACE_DIST_BIN", &shipped.binary)
+                        .env(
+                            "REDIS_TRACE_DEB",
+                            shipped.deb.as_deref().unwrap_or(Path::new("")),
+                        ),
+                    &mut tally,
+                )
+            })?;
+            steps.print();
             // One closing line for the whole run, unit and scenario tests together.
             println!("{} passed, {} failed", tally.passed, tally.failed);
             if tally.passed == 0 {

@@ -159,8 +159,11 @@ fn is_tls_url(url: &str) -> bool {
 fn plain_url(url: &str) -> String {
     let url = url.trim();
     for (tls, plain) in [("rediss://", "redis://"), ("valkeys://", "valkey://")] {
-        if url.len() >= tls.len() && url[..tls.len()].eq_ignore_ascii_case(tls) {
-            return format!("{plain}{}", &url[tls.len()..]);
+        // get(): a multi-byte character across the scheme's end is no TLS scheme.
+        if let (Some(scheme), Some(rest)) = (url.get(..tls.len()), url.get(tls.len()..))
+            && scheme.eq_ignore_ascii_case(tls)
+        {
+            return format!("{plain}{rest}");
         }
     }
     url.to_string()
@@ -1435,7 +1438,13 @@ mod tests {
             Target::with_env_password(Some("unix:///run/redis.sock?pass=x"), 0, None, None)
                 .is_err()
         );
-        assert!(Target::with_env_password(Some("rediss://127.0.0.1/"), 0, None, None).is_err());
+        // TLS URLs are spoken (see redis_tls), with the same password rule.
+        assert!(Target::with_env_password(Some("rediss://127.0.0.1/"), 0, None, None).is_ok());
+        assert!(Target::with_env_password(Some("rediss://:pw@127.0.0.1/"), 0, None, None).is_err());
+        assert_eq!(Target::url_port("rediss://127.0.0.1:6380/"), Some(6380));
+        // A multi-byte character where the scheme ends: no panic.
+        assert_eq!(plain_url("rediss:/é"), "rediss:/é");
+        assert_eq!(plain_url("redis://é"), "redis://é");
         assert!(Target::with_env_password(Some("http://127.0.0.1/"), 0, None, None).is_err());
 
         let t = Target::with_env_password(

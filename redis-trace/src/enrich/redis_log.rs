@@ -827,9 +827,10 @@ fn parse_iso8601(s: &str) -> Option<SystemTime> {
             let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
             let (oh, om) = match digits.len() {
                 2 => (parse_digits::<i64>(&digits)?, 0),
+                // `get`: four bytes need not be four characters ("€1").
                 4 => (
-                    parse_digits::<i64>(&digits[..2])?,
-                    parse_digits::<i64>(&digits[2..])?,
+                    parse_digits::<i64>(digits.get(..2)?)?,
+                    parse_digits::<i64>(digits.get(2..)?)?,
                 ),
                 _ => return None,
             };
@@ -1193,6 +1194,20 @@ mod tests {
         // CRLF and surrounding blanks are trimmed.
         let e = parse_line(&format!("  42:M 25 Nov 2026 16:47:03.836 - {msg}\r\n")).expect("crlf");
         assert!(e.line.starts_with("42:M") && e.line.ends_with("qbuf=10"));
+    }
+
+    #[test]
+    fn redis_log_iso8601_zone_of_multibyte_characters_does_not_panic() {
+        // Found while fuzzing the log parser (reproduced with the redis_log target): a zone
+        // "+€1" is four bytes, and was sliced through the '€' as if it were "+HHMM".
+        for zone in ["+€1", "-1€", "+é12", "+1é2"] {
+            let line = format!("123:M 2026-11-25T16:47:02.552{zone} * Evicting client: id=1");
+            let e = parse_line(&line).expect("still the event");
+            assert_eq!((e.time, e.kind), (None, LogKind::ClientEviction), "{zone}");
+        }
+        let logfmt = "pid=1 role=primary timestamp=\"2026-11-25T16:47:02.552+€1\" level=notice \
+                      message=\"Evicting client: id=1\"";
+        assert_eq!(parse_line(logfmt).expect("logfmt").time, None);
     }
 
     /// A scratch directory removed on drop.

@@ -643,8 +643,8 @@ impl Model {
                 .caps
                 .iter()
                 .filter_map(|c| c.ended.as_ref())
-                .map(|e| e.lost)
-                .sum(),
+                // Saturating: the counts come from the files, and may be anything.
+                .fold(0u64, |all, e| all.saturating_add(e.lost)),
             middlebox_proven: self.conns.iter().filter(|c| c.middlebox_proven).count() as u64,
         }
     }

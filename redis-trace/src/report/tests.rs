@@ -272,9 +272,9 @@ fn chart_buckets_cover_the_window_with_about_sixty_bars() {
 
 #[test]
 fn a_window_of_millennia_still_makes_a_chart_of_about_sixty_bars() {
-    // Found with the report_jsonl fuzz target's size check: a capture of two lines dated
-    // 1970 and 9999 made buckets and ticks of one week each, 417,000 of them, in a 60 MB
-    // SVG.
+    // Found while fuzzing the report (the report_jsonl target now checks the chart's
+    // size): a capture of two lines dated 1970 and 9999 made buckets and ticks of one week
+    // each, 417,000 of them, in a 60 MB SVG.
     let text = format!(
         "{}\n{}\n",
         r#"{"type":"capture_started","schema_version":1,"time":"1970-01-01T00:00:01Z","host":"h","ports":[{"port":6379}]}"#,
@@ -707,6 +707,23 @@ fn lost_events_are_stated_at_the_top() {
         .expect("above the header");
     assert!(top.contains("**Incomplete capture:**"), "{top}");
     assert!(top.contains("lost 12 events"), "{top}");
+}
+
+#[test]
+fn lost_events_of_several_captures_add_up_without_overflow() {
+    // Found while fuzzing the report (report_jsonl, two captures in one input): the lost
+    // counts of the files were summed with `+`, which overflowed on counts near u64::MAX.
+    let lossy = |n: u64| {
+        edited(PUBSUB, |r| {
+            if r["type"] == "capture_ended" {
+                r["lost_events"] = serde_json::json!(n);
+            }
+        })
+    };
+    let r = render(&[lossy(u64::MAX), lossy(1)], &opts(false)).expect("render");
+    assert_eq!(r.summary.lost_events, u64::MAX);
+    let r = render(&[lossy(5), lossy(7)], &opts(false)).expect("render");
+    assert_eq!(r.summary.lost_events, 12);
 }
 
 /// A Markdown line without its code spans (CommonMark: a run of n backticks opens one,
