@@ -117,15 +117,6 @@ fn random_password() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The uid and gid of the `redis` user (Debian's package makes it), if there is one.
-fn redis_user() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == "redis").then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    })
-}
-
 /// A fresh private directory (mkdtemp, 0700), never a predictable /tmp path.
 fn private_dir(tag: &str) -> Result<PathBuf> {
     Ok(tempfile::Builder::new()
@@ -190,7 +181,8 @@ fn start_server(cgroup: Option<&MemCgroup>) -> Result<Server> {
         .open(&conf)
         .and_then(|mut f| writeln!(f, "requirepass {password}"))
         .context("writing the demo's redis.conf")?;
-    let user = redis_user();
+    // The `redis` user Debian's package makes, if there is one.
+    let user = crate::procinfo::user_ids("redis");
     if let Some((uid, gid)) = user {
         for p in [&dir, &conf] {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))

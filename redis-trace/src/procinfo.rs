@@ -172,16 +172,19 @@ pub fn trusted_server(pid: u32) -> Result<(), String> {
 
 /// The uids of [`SERVICE_USERS`] in /etc/passwd.
 fn service_uids() -> Vec<u32> {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let uid = f.nth(1)?.parse().ok()?;
-            SERVICE_USERS.contains(&name).then_some(uid)
-        })
+    SERVICE_USERS
+        .iter()
+        .filter_map(|u| user_ids(u).map(|(uid, _)| uid))
         .collect()
+}
+
+/// The uid and gid of user `name` in /etc/passwd.
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
 }
 
 /// Processes by name (same matching as [`redis_ports`]), for the pids to watch. Sorted by pid.
@@ -478,6 +481,12 @@ fn basename(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_ids_reads_passwd() {
+        assert_eq!(user_ids("root"), Some((0, 0)));
+        assert_eq!(user_ids("no-such-user-here"), None);
+    }
     use std::io::{Read as _, Write as _};
     use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};

@@ -80,38 +80,50 @@ fn make_certs(dir: &Path) {
     }
 }
 
-#[test]
-fn a_tls_only_redis_with_client_certificates_is_read_over_tls() {
-    let certs = private_dir("tls");
-    make_certs(&certs);
+/// A redis-server that listens with TLS only (certificates from `make_certs`),
+/// requiring client certificates when `client_certs`; and its port.
+fn tls_redis(certs: &Path, client_certs: bool) -> (Redis, u16) {
     let c = |f: &str| certs.join(f).display().to_string();
-    let tls_port = free_port();
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut cli = vec!["--tls".to_string(), "--cacert".into(), c("ca.crt")];
+    if client_certs {
+        cli.extend([
+            "--cert".into(),
+            c("client.crt"),
+            "--key".into(),
+            c("client.key"),
+        ]);
+    }
+    let cli: Vec<&str> = cli.iter().map(String::as_str).collect();
+    let (cert, key, ca) = (c("server.crt"), c("server.key"), c("ca.crt"));
     let redis = Redis::start_with_ping(
         &[
             "--port",
             "0",
             "--tls-port",
-            &tls_port.to_string(),
+            &port_s,
             "--tls-cert-file",
-            &c("server.crt"),
+            &cert,
             "--tls-key-file",
-            &c("server.key"),
+            &key,
             "--tls-ca-cert-file",
-            &c("ca.crt"),
+            &ca,
             "--tls-auth-clients",
-            "yes",
+            if client_certs { "yes" } else { "no" },
         ],
-        tls_port,
-        &[
-            "--tls",
-            "--cacert",
-            &c("ca.crt"),
-            "--cert",
-            &c("client.crt"),
-            "--key",
-            &c("client.key"),
-        ],
+        port,
+        &cli,
     );
+    (redis, port)
+}
+
+#[test]
+fn a_tls_only_redis_with_client_certificates_is_read_over_tls() {
+    let certs = private_dir("tls");
+    make_certs(&certs);
+    let c = |f: &str| certs.join(f).display().to_string();
+    let (redis, tls_port) = tls_redis(&certs, true);
     let args: Vec<String> = [
         "capture",
         "--no-uprobes",
@@ -169,26 +181,7 @@ fn a_tls_only_redis_with_client_certificates_is_read_over_tls() {
 fn a_plain_read_of_a_tls_port_says_which_flags_to_add() {
     let certs = private_dir("tls-note");
     make_certs(&certs);
-    let c = |f: &str| certs.join(f).display().to_string();
-    let tls_port = free_port();
-    let redis = Redis::start_with_ping(
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &tls_port.to_string(),
-            "--tls-cert-file",
-            &c("server.crt"),
-            "--tls-key-file",
-            &c("server.key"),
-            "--tls-ca-cert-file",
-            &c("ca.crt"),
-            "--tls-auth-clients",
-            "no",
-        ],
-        tls_port,
-        &["--tls", "--cacert", &c("ca.crt")],
-    );
+    let (redis, tls_port) = tls_redis(&certs, false);
     let cap = Capture::start(&[tls_port]);
     std::thread::sleep(Duration::from_millis(1500));
     let (records, err) = cap.stop_with(libc::SIGINT);
