@@ -1108,12 +1108,14 @@ fn redis_stopped_and_restarted_mid_capture() {
     assert_eq!(r["closed_by_side"], "server", "{r:#}");
     assert_eq!(r["packet"], "FIN", "{r:#}");
     assert_eq!(r["pid"], u64::from(first_pid), "{r:#}");
-    // The sockets are closed by whichever of Redis's threads exits last (e.g. a bio_*
-    // thread): `comm` is that thread's name, `pid` Redis's.
+    // The sockets are closed by whichever of Redis's threads exits last (a bio_* thread,
+    // jemalloc's background thread, an I/O thread): `comm` is that thread's name, `pid`
+    // Redis's.
     assert!(
-        r["comm"]
-            .as_str()
-            .is_some_and(|c| c == "redis-server" || c.starts_with("bio_")),
+        r["comm"].as_str().is_some_and(|c| c == "redis-server"
+            || c.starts_with("bio_")
+            || c.starts_with("io_thd_")
+            || c == "jemalloc_bg_thd"),
         "{r:#}"
     );
     assert_eq!(r["cause"], "redis_shutdown", "{r:#}");
