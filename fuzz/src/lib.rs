@@ -83,3 +83,20 @@ pub fn split_captures(data: &[u8]) -> Vec<&[u8]> {
 /// The report's chart, whatever the input: up to this much, plus a few bytes per input
 /// byte (markers and legend entries grow with the records).
 pub const MAX_SVG_BASE: usize = 512 * 1024;
+
+/// Renders `caps` (errors are fine: bad input) and checks that the chart stays bounded: it
+/// has about 60 bars and 8 ticks whatever the window, so it grows with the records
+/// (markers, legend), never with the time they span.
+pub fn render_checked(
+    caps: &[redis_trace::report::Capture],
+    opts: &redis_trace::report::ReportOptions,
+    input_len: usize,
+) {
+    if let Ok(r) = redis_trace::report::render(caps, opts) {
+        assert!(
+            r.svg.len() <= MAX_SVG_BASE + 32 * input_len,
+            "{} bytes of SVG from {input_len} bytes of input",
+            r.svg.len()
+        );
+    }
+}
