@@ -191,6 +191,8 @@ impl Drop for Redis {
 pub struct Capture {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Records read by [`Capture::wait_for`], handed back by [`Capture::stop_with`].
+    seen: Vec<Value>,
     stderr: Option<std::thread::JoinHandle<String>>,
     pub started: Value,
 }
@@ -252,6 +254,7 @@ impl Capture {
         Capture {
             child,
             lines: rx,
+            seen: Vec::new(),
             stderr: Some(stderr),
             started,
         }
@@ -259,6 +262,27 @@ impl Capture {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits (at most `limit`) for a record that `want` accepts and returns it; the
+    /// records read meanwhile are kept for [`Capture::stop`]. Panics on timeout.
+    pub fn wait_for(&mut self, limit: Duration, want: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!(
+                    "no such record within {limit:?}; records so far: {:?}",
+                    self.seen
+                );
+            };
+            let r: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            self.seen.push(r.clone());
+            if want(&r) {
+                return r;
+            }
+        }
     }
 
     /// Sends `sig` and returns every record written after `capture_started`, the last
@@ -269,7 +293,7 @@ impl Capture {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(30));
-        let mut records = Vec::new();
+        let mut records = std::mem::take(&mut self.seen);
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             records.push(
                 serde_json::from_str::<Value>(&line)

@@ -317,7 +317,7 @@ fn no_uprobes_turns_them_off() {
 #[test]
 fn uprobes_pause_under_heavy_churn_and_resume_when_calm() {
     let redis = Redis::start();
-    let cap = Capture::start(&[redis.port]);
+    let mut cap = Capture::start(&[redis.port]);
     assert_eq!(cap.started["redis_uprobes"][0]["unavailable"], Value::Null);
     // Well above 1,000 connection ends a second for a few seconds (bounded: 15,000).
     let addr = redis.addr();
@@ -331,8 +331,12 @@ fn uprobes_pause_under_heavy_churn_and_resume_when_calm() {
         let mut buf = [0u8; 7];
         s.read_exact(&mut buf).expect("PONG");
     }
-    // Calm: one connection, then wait for the resume (10 s of calm, bounded).
-    std::thread::sleep(Duration::from_secs(12));
+    // Calm: wait for the resume (10 s of calm once the capture has caught up; bounded),
+    // then one connection.
+    let is_note = |r: &Value, prefix: &str| {
+        r["type"] == "redis_uprobes" && r["note"].as_str().is_some_and(|n| n.starts_with(prefix))
+    };
+    cap.wait_for(Duration::from_secs(60), |r| is_note(r, "uprobes resumed"));
     let mut quit = connect(addr);
     assert_eq!(cmd(&mut quit, &["QUIT"]), "+OK");
     let quit_addr = quit.local_addr().expect("addr");
