@@ -1514,19 +1514,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Diagnosis> {
         opts.password_file.as_deref(),
     )?
     .with_tls(&opts.tls)?;
-    if let (Some(pid), Some(_), None) = (opts.discovered, &target.password, &opts.url)
-        && let Err(why) = pid
-            .ok_or_else(|| "no Redis server process listens there".to_string())
-            .and_then(crate::procinfo::trusted_server)
-    {
-        eprintln!(
-            "redis-trace: warning: not sending the Redis password to port {}: {}; name it with \
-             --port {} if it is the server you mean",
-            opts.port,
-            crate::procinfo::escape_name(&why),
-            opts.port
-        );
-        target = target.without_password();
+    // A port the operator did not name (nor a --redis-url): only a real server.
+    if let (Some(pid), None) = (opts.discovered, &opts.url) {
+        target = target.for_discovered(opts.port, pid);
     }
     let (addr, url_local) = url_addr(&target.url);
     let read = Session::connect(&target).and_then(|mut s| {

@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use redis_trace::cli::{Cli, Command};
+use redis_trace::stderr;
+use std::path::Path;
 
 fn main() -> ExitCode {
     match run() {
@@ -16,14 +18,25 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            // Errors can quote Redis (a NOPERM detail) or a path: escaped for the terminal.
-            eprintln!(
-                "redis-trace: error: {}",
-                redis_trace::procinfo::escape_name(&format!("{err:#}"))
-            );
+            // Errors can quote Redis (a NOPERM detail) or a path: stderr escapes them.
+            stderr::error(&format!("{err:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+fn report_written(md: &Path, svg: &Path, summary: &redis_trace::report::Summary) {
+    stderr::note(&format!(
+        "report written to {} (chart {}): {} connection ends{}",
+        md.display(),
+        svg.display(),
+        summary.connections,
+        summary
+            .dominant_cause
+            .as_deref()
+            .map(|c| format!(", mostly {c}"))
+            .unwrap_or_default()
+    ));
 }
 
 /// The first traced port, from a capture's `capture_started` line, with its Redis pid
@@ -66,19 +79,19 @@ fn run() -> anyhow::Result<ExitCode> {
             let redact = opts.redact;
             let diagnose_redis = opts.redis.clone();
             let end = runtime.block_on(redis_trace::capture::run(opts, signals.clone()))?;
-            eprintln!(
-                "redis-trace: {} connections closed, {} other resets, {} process events in {:.1} s; {} lost events",
+            stderr::note(&format!(
+                "{} connections closed, {} other resets, {} process events in {:.1} s; {} lost events",
                 end.counts.connections_closed,
                 end.counts.resets,
                 end.counts.process_events,
                 end.duration_s,
                 end.lost_events
-            );
+            ));
             if end.lost_events > 0 {
-                eprintln!(
-                    "redis-trace: warning: {} records did not fit in the kernel's ring buffer: the capture is incomplete",
+                stderr::warn(&format!(
+                    "{} records did not fit in the kernel's ring buffer: the capture is incomplete",
                     end.lost_events
-                );
+                ));
             }
             // Everything captured is on disk: from here a signal ends the tool at once.
             signals.finishing();
@@ -98,32 +111,14 @@ fn run() -> anyhow::Result<ExitCode> {
                 });
                 let (summary, svg) =
                     redis_trace::postmortem::write(&[json], &md, redact, findings.as_deref())?;
-                eprintln!(
-                    "redis-trace: report written to {} (chart {}): {} connection ends{}",
-                    md.display(),
-                    svg.display(),
-                    summary.connections,
-                    summary
-                        .dominant_cause
-                        .map(|c| format!(", mostly {c}"))
-                        .unwrap_or_default()
-                );
+                report_written(&md, &svg, &summary);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => {
             let (summary, svg) =
                 redis_trace::postmortem::write(&args.captures, &args.out, args.redact, None)?;
-            eprintln!(
-                "redis-trace: report written to {} (chart {}): {} connection ends{}",
-                args.out.display(),
-                svg.display(),
-                summary.connections,
-                summary
-                    .dominant_cause
-                    .map(|c| format!(", mostly {c}"))
-                    .unwrap_or_default()
-            );
+            report_written(&args.out, &svg, &summary);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {

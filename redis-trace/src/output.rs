@@ -59,13 +59,7 @@ impl JsonTarget {
 /// over `path`. Whatever was at `path` (a symlink planted by another user, a file they
 /// own) is replaced, never followed, truncated or reused.
 pub fn create_private(path: &Path) -> Result<File> {
-    let tmp = new_private_beside(path)?;
-    tmp.persist(path).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!(
-            "cannot write {}: choose a path in a writable directory (not a directory's name)",
-            path.display()
-        ))
-    })
+    persist(new_private_beside(path)?, path)
 }
 
 /// Writes `bytes` to a new 0600 file beside `path` and renames it over `path` once
@@ -75,13 +69,18 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)
         .and_then(|()| tmp.flush())
         .with_context(|| format!("writing {}", path.display()))?;
+    persist(tmp, path).map(drop)?;
+    Ok(())
+}
+
+/// Renames the private temporary file over `path`.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<File> {
     tmp.persist(path).map_err(|e| {
         anyhow::Error::new(e.error).context(format!(
             "cannot write {}: choose a path in a writable directory (not a directory's name)",
             path.display()
         ))
-    })?;
-    Ok(())
+    })
 }
 
 /// A new, empty 0600 file in `path`'s directory, removed again if it is not persisted.

@@ -133,20 +133,11 @@ pub fn trusted_server(pid: u32) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt as _;
     let service_uids = service_uids();
     let trusted_uid = |uid: u32| uid == 0 || service_uids.contains(&uid);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
-    let uids: Vec<u32> = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|u| u.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    if uids.is_empty() {
-        return Err(format!("cannot read the owner of pid {pid}"));
-    }
+    let status = Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .map_err(|e| format!("cannot read the owner of pid {pid}: {e}"))?;
+    // Real, effective, saved and file-system uid: each must be trusted.
+    let uids = [status.ruid, status.euid, status.suid, status.fuid];
     if let Some(uid) = uids.iter().find(|u| !trusted_uid(**u)) {
         return Err(format!(
             "pid {pid} runs as uid {uid}, neither root nor a Redis service user"

@@ -80,7 +80,7 @@ impl Signals {
                         let n = c.fetch_add(1, Ordering::SeqCst) + 1;
                         if p.load(Ordering::SeqCst) == FINISHING {
                             // The capture's records are on disk; nothing is lost by going now.
-                            eprintln!("redis-trace: interrupted");
+                            crate::stderr::note("interrupted");
                             std::process::exit(EXIT_ON_SIGNAL);
                         }
                         let _ = tx.send(n);
@@ -131,7 +131,7 @@ impl Signals {
     pub fn finishing(&self) {
         self.phase.store(FINISHING, Ordering::SeqCst);
         if self.count() > 1 {
-            eprintln!("redis-trace: interrupted");
+            crate::stderr::note("interrupted");
             std::process::exit(EXIT_ON_SIGNAL);
         }
     }

@@ -59,6 +59,30 @@ pub fn fake_server_bin() -> PathBuf {
 }
 
 /// A port nobody listens on right now (bound then released).
+/// Checks that a finished command succeeded (else panics with `what` and its output);
+/// returns its stdout.
+pub fn check_ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command to completion (no stdin); panics with its output unless it succeeds.
+/// Returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let what = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    check_ok(&out, &what)
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     l.local_addr().expect("local addr").port()

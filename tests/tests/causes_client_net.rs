@@ -79,19 +79,7 @@ fn assert_evidence(r: &Value, needle: &str) {
 
 /// Runs a command to completion; panics with its output when it fails.
 fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    scenario_tests::run_ok(Command::new(args[0]).args(&args[1..]))
 }
 
 // ---- redis-server of our own, with any arguments ---------------------------------

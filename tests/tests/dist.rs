@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use scenario_tests::{Redis, private_dir, require_root};
+use scenario_tests::{Redis, check_ok, private_dir, require_root, run_ok};
 use serde_json::Value;
 
 fn shipped(var: &str) -> PathBuf {
@@ -33,17 +33,12 @@ fn bullseye_root() -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.parent().expect("parent")).expect("target/test-roots");
-    let out = Command::new("mmdebstrap")
-        .args(["--variant=apt", "--include=man-db", "--quiet", "bullseye"])
-        .arg(&root)
-        .arg("deb http://deb.debian.org/debian bullseye main")
-        .stdin(Stdio::null())
-        .output()
-        .expect("mmdebstrap (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "mmdebstrap bullseye failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    // mmdebstrap: scripts/setup.sh installs it.
+    run_ok(
+        Command::new("mmdebstrap")
+            .args(["--variant=apt", "--include=man-db", "--quiet", "bullseye"])
+            .arg(&root)
+            .arg("deb http://deb.debian.org/debian bullseye main"),
     );
     root
 }
@@ -62,17 +57,6 @@ fn in_root(root: &Path, script: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("unshare")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A short real capture of `redis` by `/rt` inside `root`, while this test opens and
@@ -98,7 +82,7 @@ fn capture_in(root: &Path, redis: &Redis) {
     };
     let out = in_root(root, &script);
     let client = worker.join().expect("client");
-    let text = ok(&out, "capture in the root");
+    let text = check_ok(&out, "capture in the root");
     let records: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
@@ -131,13 +115,13 @@ fn the_static_binary_runs_on_bullseye_and_without_any_libc() {
     assert!(version.starts_with("11"), "not bullseye: {version}");
     std::fs::copy(&bin, root.join("rt")).expect("copy into the root");
     let out = in_root(&root, &format!("chroot '{}' /rt --version", root.display()));
-    let v = ok(&out, "--version");
+    let v = check_ok(&out, "--version");
     assert!(v.contains("eBPF object sha256:"), "{v}");
     let out = in_root(
         &root,
         &format!("chroot '{}' /rt generate man", root.display()),
     );
-    assert!(ok(&out, "generate man").contains(".TH redis-trace"));
+    assert!(check_ok(&out, "generate man").contains(".TH redis-trace"));
     capture_in(&root, &redis);
     let _ = std::fs::remove_file(root.join("rt"));
 
@@ -145,7 +129,7 @@ fn the_static_binary_runs_on_bullseye_and_without_any_libc() {
     let bare = private_dir("bare-root");
     std::fs::copy(&bin, bare.join("rt")).expect("copy");
     let out = in_root(&bare, &format!("chroot '{}' /rt --version", bare.display()));
-    ok(&out, "--version with no libc");
+    check_ok(&out, "--version with no libc");
     capture_in(&bare, &redis);
     let _ = std::fs::remove_dir_all(&bare);
 }
@@ -165,7 +149,7 @@ fn the_deb_installs_in_a_clean_root_with_its_man_page() {
              chroot '{r}' dpkg -L redis-trace"
         ),
     );
-    let text = ok(&out, "dpkg -i, --help, man -w");
+    let text = check_ok(&out, "dpkg -i, --help, man -w");
     assert!(text.contains("Usage: redis-trace"), "{text}");
     for f in [
         "/usr/share/man/man1/redis-trace.1.gz",
@@ -180,6 +164,6 @@ fn the_deb_installs_in_a_clean_root_with_its_man_page() {
         &root,
         &format!("chroot '{r}' dpkg -r redis-trace >/dev/null"),
     );
-    ok(&out, "dpkg -r");
+    check_ok(&out, "dpkg -r");
     let _ = std::fs::remove_file(root.join("tmp/redis-trace.deb"));
 }

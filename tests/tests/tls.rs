@@ -6,23 +6,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use scenario_tests::{Capture, Redis, free_port, private_dir};
+use scenario_tests::{Capture, Redis, free_port, private_dir, run_ok};
 use serde_json::Value;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
 fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (scripts/setup.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    // openssl: scripts/setup.sh installs it.
+    let run = |args: &[&str]| run_ok(Command::new("openssl").args(args).current_dir(dir));
     run(&[
         "req",
         "-x509",

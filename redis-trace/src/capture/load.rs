@@ -271,12 +271,12 @@ pub fn watch_pids(ebpf: &mut Ebpf, pids: &[u32]) -> Result<()> {
             .context("map WATCHED_PIDS missing")?,
     )?;
     if pids.len() > redis_trace_ebpf::MAX_WATCHED_PIDS as usize {
-        eprintln!(
-            "redis-trace: warning: {} Redis processes found; the kernel watches the first {} \
+        crate::stderr::warn(&format!(
+            "{} Redis processes found; the kernel watches the first {} \
              (OOM kills, signals and exits of the others are seen by name only)",
             pids.len(),
             redis_trace_ebpf::MAX_WATCHED_PIDS
-        );
+        ));
     }
     for &pid in pids
         .iter()

@@ -23,6 +23,7 @@ use crate::record::{
     SCHEMA_VERSION, SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
 };
 use crate::signals::{self, Signals};
+use crate::stderr;
 use redis_trace_ebpf::{ProcEvent, proc_event};
 
 /// Process names whose servers are discovered and whose process events are reported.
@@ -192,7 +193,7 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
     let mut notes = Vec::new();
     let root = load::tracefs_root(&mut notes)?;
     for n in &notes {
-        eprintln!("redis-trace: {}", procinfo::escape_name(n));
+        stderr::note(n);
     }
     let proc_names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
     let mut loaded = load::load(
@@ -225,10 +226,7 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
         for pid in pids {
             let (report, attached) = uprobes::attach(&mut loaded.ebpf, pid);
             if let Some(why) = &report.unavailable {
-                eprintln!(
-                    "redis-trace: warning: no uprobes on redis-server pid {pid}: {}",
-                    procinfo::escape_name(why)
-                );
+                stderr::warn(&format!("no uprobes on redis-server pid {pid}: {why}"));
             }
             if let Some((s, l)) = attached {
                 symbols.insert(pid, s);
@@ -239,25 +237,23 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
     }
     for p in &ports {
         match &p.process {
-            Some(pr) => eprintln!(
-                "redis-trace: tracing port {} ({} pid {})",
-                p.port,
-                procinfo::escape_name(&pr.comm),
-                pr.pid
-            ),
-            None => eprintln!(
-                "redis-trace: tracing port {} (no Redis process listens on it now)",
+            Some(pr) => stderr::note(&format!(
+                "tracing port {} ({} pid {})",
+                p.port, pr.comm, pr.pid
+            )),
+            None => stderr::note(&format!(
+                "tracing port {} (no Redis process listens on it now)",
                 p.port
-            ),
+            )),
         }
     }
     for u in &loaded.unavailable {
-        eprintln!(
-            "redis-trace: warning: {} unavailable ({}): {}",
+        stderr::warn(&format!(
+            "{} unavailable ({}): {}",
             u.probe,
             u.why.as_deref().unwrap_or("?"),
             u.cost.as_deref().unwrap_or("?")
-        );
+        ));
     }
     let owners = owners_at_start(&port_numbers);
     let open_at_start = owners
@@ -296,10 +292,10 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
     // Every probe is live now: scripts may wait for this line.
     writers.json(&begin)?;
     writers.flush()?;
-    eprintln!(
-        "redis-trace: capturing ({} probes attached, live {live_ms} ms after start); Ctrl-C to stop",
+    stderr::note(&format!(
+        "capturing ({} probes attached, live {live_ms} ms after start); Ctrl-C to stop",
         loaded.attached.len(),
-    );
+    ));
 
     let watched_set: HashSet<u32> = watched.iter().copied().collect();
     let mut assembler = Assembler::new(GRACE, loaded.reasons.clone(), clock, owners);
@@ -392,7 +388,7 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
                     "time": clock.rfc3339(monotonic_ns()),
                     "note": note,
                 }))?;
-                eprintln!("redis-trace: {note}");
+                stderr::note(&note);
             }
         }
         write_status(statuses, &mut writers)?;
@@ -664,7 +660,7 @@ fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()>
         writers.json(&st)?;
         let line = match st.status {
             "connected" => format!(
-                "redis-trace: Redis on port {} {}: pid {}, version {}, up {} s; its log is {}{}",
+                "Redis on port {} {}: pid {}, version {}, up {} s; its log is {}{}",
                 st.port,
                 if st.restarted {
                     "restarted"
@@ -685,13 +681,13 @@ fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()>
                     .unwrap_or_default()
             ),
             _ => format!(
-                "redis-trace: Redis on port {} unavailable ({}): causes fall back to kernel evidence",
+                "Redis on port {} unavailable ({}): causes fall back to kernel evidence",
                 st.port,
                 st.error.as_deref().unwrap_or("?")
             ),
         };
-        // The version and the error text are Redis's words: escaped.
-        eprintln!("{}", procinfo::escape_name(&line));
+        // The version and the error text are Redis's words: stderr escapes them.
+        stderr::note(&line);
     }
     Ok(())
 }
@@ -707,28 +703,18 @@ fn redis_sources(opts: &Options, ports: &[TracedPort]) -> Result<Vec<RedisSource
                 None => None,
                 Some(access) => {
                     // A --redis-url names one server: use it for the port it names.
-                    let url = access.url.as_deref().filter(|u| {
-                        ports.len() == 1 || Target::url_port(u) == Some(port)
-                    });
+                    let url = access
+                        .url
+                        .as_deref()
+                        .filter(|u| ports.len() == 1 || Target::url_port(u) == Some(port));
                     let target = Target::new(url, port, access.password_file.as_deref())?
                         .with_tls(&access.tls)?;
-                    // The operator named this server (--port, --redis-url): trusted. One
-                    // that was only discovered gets the password only if it is a real
-                    // server (see procinfo::trusted_server).
+                    // The operator named this server (--port, --redis-url): trusted.
                     let named = !opts.ports.is_empty() || url.is_some();
-                    Some(match (&target.password, &traced.process, named) {
-                        (Some(_), Some(p), false) => match procinfo::trusted_server(p.pid) {
-                            Ok(()) => target,
-                            Err(why) => {
-                                eprintln!(
-                                    "redis-trace: warning: not sending the Redis password to port {port}: {}; \
-                                     name it with --port {port} if it is the server you mean",
-                                    procinfo::escape_name(&why)
-                                );
-                                target.without_password()
-                            }
-                        },
-                        _ => target,
+                    Some(if named {
+                        target
+                    } else {
+                        target.for_discovered(port, traced.process.as_ref().map(|p| p.pid))
                     })
                 }
             };

@@ -111,7 +111,7 @@ impl Symbols {
         funcs.sort();
         Ok(Self {
             funcs,
-            version: elf_version(&data),
+            version: elf_version(&file),
         })
     }
 
@@ -151,9 +151,8 @@ pub struct ServerVersion {
 
 /// Reads [`ServerVersion`] from an ELF image (None when it is not a Redis this tool
 /// recognises, or has no version literal).
-pub fn elf_version(data: &[u8]) -> Option<ServerVersion> {
+pub fn elf_version(file: &object::File<'_>) -> Option<ServerVersion> {
     use object::ObjectSection as _;
-    let file = object::File::parse(data).ok()?;
     let rodata = file.section_by_name(".rodata")?.data().ok()?;
     let mut redis = false;
     let mut valkey = false;
@@ -422,7 +421,8 @@ mod tests {
     fn version_of_the_installed_redis_server_from_its_elf() {
         // The binary is read, never run.
         let data = std::fs::read("/usr/bin/redis-server").expect("redis-server installed");
-        let v = elf_version(&data).expect("a Redis version in .rodata");
+        let file = object::File::parse(&*data).expect("an ELF");
+        let v = elf_version(&file).expect("a Redis version in .rodata");
         assert_eq!(v.server, "redis");
         let out = std::process::Command::new("/usr/bin/redis-server")
             .arg("--version")

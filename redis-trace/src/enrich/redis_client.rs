@@ -81,10 +81,32 @@ impl Target {
     }
 
     /// The same target without the password (for a server not trusted with it).
-    pub fn without_password(self) -> Target {
+    fn without_password(self) -> Target {
         Target {
             password: None,
             ..self
+        }
+    }
+
+    /// For a server that was discovered, not named by the operator: the password goes
+    /// only to a real server (see [`crate::procinfo::trusted_server`]; `pid` None: no
+    /// process listens there). Otherwise it is left out, and stderr says why.
+    pub fn for_discovered(self, port: u16, pid: Option<u32>) -> Target {
+        if self.password.is_none() {
+            return self;
+        }
+        let trusted = pid
+            .ok_or_else(|| "no Redis server process listens there".to_string())
+            .and_then(crate::procinfo::trusted_server);
+        match trusted {
+            Ok(()) => self,
+            Err(why) => {
+                crate::stderr::warn(&format!(
+                    "not sending the Redis password to port {port}: {why}; name it with \
+                     --port {port} if it is the server you mean"
+                ));
+                self.without_password()
+            }
         }
     }
 
@@ -503,12 +525,7 @@ impl CappedConnection {
                 let s = match (found, last) {
                     (Some(s), _) => s,
                     (None, Some(e)) => return Err(e.into()),
-                    (None, None) => {
-                        return Err(redis::RedisError::from((
-                            redis::ErrorKind::InvalidClientConfig,
-                            "no address for the Redis host",
-                        )));
-                    }
+                    (None, None) => return Err(config_error("no address for the Redis host", "")),
                 };
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -516,21 +533,10 @@ impl CappedConnection {
                 match tls {
                     None => Stream::Tcp(s),
                     Some(config) => {
-                        let name = super::redis_tls::server_name(host).map_err(|e| {
-                            redis::RedisError::from((
-                                redis::ErrorKind::InvalidClientConfig,
-                                "TLS server name",
-                                format!("{e:#}"),
-                            ))
-                        })?;
-                        let conn =
-                            rustls::ClientConnection::new(config.clone(), name).map_err(|e| {
-                                redis::RedisError::from((
-                                    redis::ErrorKind::InvalidClientConfig,
-                                    "TLS",
-                                    e.to_string(),
-                                ))
-                            })?;
+                        let name = super::redis_tls::server_name(host)
+                            .map_err(|e| config_error("TLS server name", &format!("{e:#}")))?;
+                        let conn = rustls::ClientConnection::new(config.clone(), name)
+                            .map_err(|e| config_error("TLS", &e.to_string()))?;
                         let mut stream = rustls::StreamOwned::new(conn, s);
                         // The handshake now, so that its failure says so (not a read error).
                         while stream.conn.is_handshaking() {
@@ -548,22 +554,14 @@ impl CappedConnection {
             }
             redis::ConnectionAddr::Unix(path) => {
                 if tls.is_some() {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "TLS over a unix socket is not supported",
-                    )));
+                    return Err(config_error("TLS over a unix socket is not supported", ""));
                 }
                 let s = std::os::unix::net::UnixStream::connect(path)?;
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
                 Stream::Unix(s)
             }
-            _ => {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "TLS is not supported",
-                )));
-            }
+            _ => return Err(config_error("TLS is not supported", "")),
         };
         Ok(Self {
             tcp: match (addr, &stream) {
@@ -620,6 +618,19 @@ impl CappedConnection {
                 }
             }
         }
+    }
+}
+
+/// A connection that cannot be made as configured (`detail` may be empty).
+fn config_error(what: &'static str, detail: &str) -> redis::RedisError {
+    if detail.is_empty() {
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, what))
+    } else {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            what,
+            detail.to_string(),
+        ))
     }
 }
 
