@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use redis_trace::diagnose::check_redis;
-use redis_trace::enrich::redis_client::parse_client_list;
+use redis_trace::sources::redis::parse_client_list;
 use redis_trace_fuzz::{fixture_config, fixture_info};
 
 fuzz_target!(|data: &[u8]| {

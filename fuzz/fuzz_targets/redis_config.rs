@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use redis_trace::diagnose::check_redis;
-use redis_trace::enrich::redis_client::parse_config;
+use redis_trace::sources::redis::parse_config;
 use redis_trace_fuzz::{config_pairs, fixture_clients, fixture_info};
 
 fuzz_target!(|data: &[u8]| {

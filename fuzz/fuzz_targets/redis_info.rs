@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use redis_trace::diagnose::check_redis;
-use redis_trace::enrich::redis_client::{RedisConfig, parse_info};
+use redis_trace::sources::redis::{RedisConfig, parse_info};
 use redis_trace_fuzz::{fixture_clients, fixture_config};
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use redis_trace::diagnose::{check_redis, summarize_log};
-use redis_trace::enrich::redis_log::{parse_line, parse_lines};
+use redis_trace::sources::redis_log::{parse_line, parse_lines};
 use redis_trace_fuzz::{fixture_config, fixture_info};
 
 fuzz_target!(|data: &[u8]| {

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use redis_trace::capture::assemble::{Assembled, Assembler, Clock};
-use redis_trace::capture::decode::{Record, client, comm, ip, server};
-use redis_trace::record::ProcessRef;
+use redis_trace::pipeline::assemble::{Assembled, Assembler, Clock};
+use redis_trace::kernel::decode::{Record, client, comm, ip, server};
+use redis_trace::schema::ProcessRef;
 use redis_trace_fuzz::send_reset_reasons;
 
 fuzz_target!(|data: &[u8]| {

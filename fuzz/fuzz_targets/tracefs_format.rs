@@ -3,8 +3,8 @@
 //! probe layouts handed to the kernel programs, the reset reason names).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use redis_trace::capture::layout;
-use redis_trace::tracefs::parse_format;
+use redis_trace::kernel::layout;
+use redis_trace::kernel::tracefs::parse_format;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,8 +4,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::capture;
 use crate::output::JsonTarget;
+use crate::pipeline;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,8 +43,8 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    pub fn settings(&self) -> crate::enrich::redis_tls::TlsSettings {
-        crate::enrich::redis_tls::TlsSettings {
+    pub fn settings(&self) -> crate::sources::redis::tls::TlsSettings {
+        crate::sources::redis::tls::TlsSettings {
             ca: self.tls_ca.clone(),
             cert: self.tls_cert.clone(),
             key: self.tls_key.clone(),
@@ -219,7 +219,7 @@ pub struct CaptureArgs {
 }
 
 impl CaptureArgs {
-    pub fn options(&self) -> Result<capture::Options> {
+    pub fn options(&self) -> Result<pipeline::Options> {
         if self.ports.contains(&0) {
             bail!("port 0 is not a port Redis can listen on");
         }
@@ -239,7 +239,7 @@ impl CaptureArgs {
                 Some(JsonTarget::File(_)) => {}
             }
         }
-        Ok(capture::Options {
+        Ok(pipeline::Options {
             ports: self.ports.clone(),
             duration: self.duration,
             json,
@@ -247,7 +247,7 @@ impl CaptureArgs {
             redact: self.redact,
             quiet: self.quiet,
             uprobes: !self.no_uprobes,
-            redis: (!self.no_redis).then(|| capture::RedisAccess {
+            redis: (!self.no_redis).then(|| pipeline::RedisAccess {
                 url: self.redis_url.clone(),
                 password_file: self.password_file.clone(),
                 tls: self.tls.settings(),

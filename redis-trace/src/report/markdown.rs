@@ -104,12 +104,12 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn hms(t: SystemTime) -> String {
-    let s = crate::timefmt::rfc3339_millis(t);
+    let s = crate::time::rfc3339_millis(t);
     s.get(11..23).unwrap_or(&s).to_string()
 }
 
 fn full(t: SystemTime) -> String {
-    let s = crate::timefmt::rfc3339_millis(t);
+    let s = crate::time::rfc3339_millis(t);
     format!(
         "{} {}",
         s.get(..10).unwrap_or(""),
@@ -118,7 +118,7 @@ fn full(t: SystemTime) -> String {
 }
 
 fn day(t: SystemTime) -> String {
-    let s = crate::timefmt::rfc3339_millis(t);
+    let s = crate::time::rfc3339_millis(t);
     s.get(..10).unwrap_or("").to_string()
 }
 
@@ -158,7 +158,7 @@ fn duration_ms(ms: f64) -> String {
     } else if ms < 60_000.0 {
         format!("{:.1} s", ms / 1000.0)
     } else {
-        crate::timefmt::secs_f64(ms / 1000.0)
+        crate::time::secs_f64(ms / 1000.0)
             .map(span)
             .unwrap_or_else(|| format!("{ms:.0} ms"))
     }

@@ -219,14 +219,14 @@ impl<'a> CaptureParser<'a> {
         };
         if kind == "capture_started"
             && let Some(s) = v.get("schema_version").and_then(Value::as_u64)
-            && s != u64::from(crate::record::SCHEMA_VERSION)
+            && s != u64::from(crate::schema::SCHEMA_VERSION)
         {
             self.records.push(serde_json::json!({
                 "type": WARNING_TYPE,
                 "message": format!(
                     "written with schema_version {s}; this redis-trace reads {}: fields it does \
                      not know are left out",
-                    crate::record::SCHEMA_VERSION
+                    crate::schema::SCHEMA_VERSION
                 ),
             }));
         }

@@ -503,7 +503,7 @@ fn other_side(side: &str) -> Option<&'static str> {
 }
 
 fn fmt_time(t: Option<SystemTime>) -> String {
-    t.map(crate::timefmt::rfc3339_micros)
+    t.map(crate::time::rfc3339_micros)
         .unwrap_or_else(|| "an unknown time".into())
 }
 
@@ -681,7 +681,7 @@ fn process_note(c: &Conn, procs: &[ProcEvt]) -> Option<String> {
 /// Causes by count, most first; ties in the order of `Cause::ALL` (Redis's own first).
 pub(super) fn ranked_causes(by_cause: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
     let order = |c: &str| {
-        crate::cause::Cause::ALL
+        crate::classify::Cause::ALL
             .iter()
             .position(|k| k.as_str() == c)
             .unwrap_or(usize::MAX)
@@ -706,7 +706,7 @@ fn merge(g: Group, caps: &[CapInfo]) -> Conn {
     let others = recs;
     let mut conn = Conn {
         cause: rec.cause.clone(),
-        closed_by: crate::cause::Cause::ALL
+        closed_by: crate::classify::Cause::ALL
             .iter()
             .find(|c| c.as_str() == rec.cause)
             .map(|c| c.closed_by().to_string())

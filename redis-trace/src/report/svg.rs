@@ -57,7 +57,7 @@ pub(super) fn xml(s: &str) -> String {
 }
 
 fn clock(t: SystemTime, with_ms: bool) -> String {
-    let s = crate::timefmt::rfc3339_millis(t);
+    let s = crate::time::rfc3339_millis(t);
     let end = if with_ms { 23 } else { 19 };
     s.get(11..end).unwrap_or(&s).to_string()
 }
@@ -255,7 +255,7 @@ pub(super) fn render(m: &Model) -> String {
     let _ = writeln!(
         o,
         "<text x=\"{X0}\" y=\"40\" fill=\"#555555\">{} {} → {} UTC · {} connection ends</text>",
-        xml(crate::timefmt::rfc3339_millis(start)
+        xml(crate::time::rfc3339_millis(start)
             .to_string()
             .get(..10)
             .unwrap_or("")),

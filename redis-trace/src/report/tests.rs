@@ -846,7 +846,7 @@ fn findings_are_rendered_by_severity_or_said_unchecked() {
 
 #[test]
 fn every_cause_has_its_words_and_color() {
-    for c in crate::cause::Cause::ALL {
+    for c in crate::classify::Cause::ALL {
         let t = super::texts::cause_text(c.as_str());
         assert_ne!(
             t.verdict,

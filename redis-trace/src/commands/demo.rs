@@ -182,7 +182,7 @@ fn start_server(cgroup: Option<&MemCgroup>) -> Result<Server> {
         .and_then(|mut f| writeln!(f, "requirepass {password}"))
         .context("writing the demo's redis.conf")?;
     // The `redis` user Debian's package makes, if there is one.
-    let user = crate::procinfo::user_ids("redis");
+    let user = crate::sources::procinfo::user_ids("redis");
     if let Some((uid, gid)) = user {
         for p in [&dir, &conf] {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))

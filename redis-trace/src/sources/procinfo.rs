@@ -19,6 +19,9 @@ use anyhow::Context as _;
 use procfs::net::{TcpNetEntry, TcpState};
 use procfs::process::Process;
 
+/// Process names whose servers are discovered and whose process events are reported.
+pub const SERVER_NAMES: [&str; 2] = ["redis-server", "valkey-server"];
+
 /// A process as seen in /proc at the time of the scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -537,8 +540,14 @@ mod tests {
         assert_eq!(canonical(v4), v4);
     }
 
-    const NET_TCP: &str = include_str!("../tests/fixtures/proc/net-tcp.txt");
-    const NET_TCP6: &str = include_str!("../tests/fixtures/proc/net-tcp6.txt");
+    const NET_TCP: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/proc/net-tcp.txt"
+    ));
+    const NET_TCP6: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/proc/net-tcp6.txt"
+    ));
 
     #[test]
     fn parse_tcp_rows_reads_real_tables() {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::procinfo::escape_name;
-use crate::record::{ConnectionClosed, ProcessEvent, ResetSeen};
+use crate::schema::{ConnectionClosed, ProcessEvent, ResetSeen};
+use crate::sources::procinfo::escape_name;
 
 /// When to color (`--color`, as ripgrep has it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -1,9 +1,6 @@
 //! `redis-trace capture`: attach, collect, assemble, write, and end cleanly.
 pub mod assemble;
-pub mod decode;
-pub mod layout;
-pub mod load;
-pub mod uprobes;
+pub mod enrich;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -13,21 +10,19 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use self::assemble::{Assembled, Assembler, Clock, Owners, monotonic_ns};
-use self::decode::{Record, comm};
-use crate::enrich::evidence::{Enricher, RedisSource, RedisStatus};
-use crate::enrich::redis_client::Target;
+use crate::kernel::decode::{Record, comm};
+use crate::kernel::{load, uprobes};
 use crate::output::{JsonTarget, Writers, closed_line_colored, process_line, reset_line};
-use crate::procinfo;
-use crate::record::{
-    CaptureEnded, CaptureStarted, ConnectionClosed, Counts, OomInfo, ProcessEvent, ProcessRef,
-    SCHEMA_VERSION, SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
+use crate::pipeline::enrich::{Enricher, RedisSource, RedisStatus};
+use crate::schema::{
+    CaptureEnded, CaptureStarted, ConnectionClosed, Counts, OomInfo, PortSource, ProcessEvent,
+    ProcessRef, SCHEMA_VERSION, SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
 };
 use crate::signals::{self, Signals};
+use crate::sources::procinfo::{self, SERVER_NAMES};
+use crate::sources::redis::Target;
 use crate::stderr;
 use redis_trace_ebpf::{ProcEvent, proc_event};
-
-/// Process names whose servers are discovered and whose process events are reported.
-pub const SERVER_NAMES: [&str; 2] = ["redis-server", "valkey-server"];
 
 /// How long records about one connection are held for their RST/error companions.
 const GRACE: Duration = Duration::from_millis(250);
@@ -58,7 +53,7 @@ pub struct RedisAccess {
     /// redis://[user@]host:port/ ; default: each traced port on 127.0.0.1.
     pub url: Option<String>,
     pub password_file: Option<std::path::PathBuf>,
-    pub tls: crate::enrich::redis_tls::TlsSettings,
+    pub tls: crate::sources::redis::tls::TlsSettings,
 }
 
 /// Redis servers running here: (port, process) for each listening port, and the pids of
@@ -79,7 +74,7 @@ fn redis_processes() -> (Vec<(u16, procinfo::ProcessInfo)>, Vec<u32>) {
 fn choose_ports(
     opts: &Options,
     found: Option<&[(u16, procinfo::ProcessInfo)]>,
-) -> Result<(Vec<TracedPort>, &'static str)> {
+) -> Result<(Vec<TracedPort>, PortSource)> {
     let process = |port: u16| {
         found
             .unwrap_or_default()
@@ -101,7 +96,7 @@ fn choose_ports(
                 process: process(port),
             })
             .collect();
-        return Ok((traced, "command line"));
+        return Ok((traced, PortSource::CommandLine));
     }
     let found = found.unwrap_or_default();
     if found.is_empty() {
@@ -117,7 +112,7 @@ fn choose_ports(
             process: process(*port),
         })
         .collect();
-    Ok((traced, "discovered"))
+    Ok((traced, PortSource::Discovered))
 }
 
 /// Refuses early, with what to do, when the process cannot load BPF programs.
@@ -177,7 +172,14 @@ enum Ending {
 
 /// Runs a capture until a signal (see [`Signals`]: installed by the caller before
 /// anything else), `--duration`, or an error.
-pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
+/// What a capture wrote first and last.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub started: CaptureStarted,
+    pub ended: CaptureEnded,
+}
+
+pub async fn run(opts: Options, mut signals: Signals) -> Result<Outcome> {
     let started = Instant::now();
     check_privileges()?;
     // With --port, attach first and look at /proc afterwards: the probes are live within
@@ -208,7 +210,7 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
         Some(d) => d,
         None => redis_processes(),
     };
-    if port_source == "command line" {
+    if port_source == PortSource::CommandLine {
         (ports, _) = choose_ports(&opts, Some(&found))?;
     }
     load::watch_pids(&mut loaded.ebpf, &watched)?;
@@ -443,7 +445,10 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<CaptureEnded> {
     writers.flush()?;
     // Dropping `loaded` detaches every program.
     drop(loaded);
-    Ok(end)
+    Ok(Outcome {
+        started: begin,
+        ended: end,
+    })
 }
 
 /// Everything a record may touch on its way to the output.
@@ -611,7 +616,7 @@ impl UprobeGovernor {
 fn code_path(
     c: &ConnectionClosed,
     symbols: &HashMap<u32, uprobes::Symbols>,
-) -> Option<crate::record::RedisCodePath> {
+) -> Option<crate::schema::RedisCodePath> {
     let (freed_from, decided_in, flags) = c.redis_raw;
     if decided_in == 0 {
         return None;
@@ -621,7 +626,7 @@ fn code_path(
         syms.name(a)
             .map_or_else(|| format!("{a:#x}"), str::to_string)
     };
-    Some(crate::record::RedisCodePath {
+    Some(crate::schema::RedisCodePath {
         decided_in: name(decided_in),
         freed_from: name(freed_from),
         client_flags: (flags != redis_trace_ebpf::NO_FLAGS).then(|| {

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::enrich::redis_client::{BufferLimit, ClientEntry, RedisConfig};
-use crate::enrich::redis_log::{LogEvent, LogKind};
-use crate::record::ConnectionClosed;
+use crate::schema::ConnectionClosed;
+use crate::sources::redis::{BufferLimit, ClientEntry, RedisConfig};
+use crate::sources::redis_log::{LogEvent, LogKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -323,7 +323,7 @@ fn redis_close(
         let class = client_class(&entry.flags);
         out.push(format!(
             "CLIENT LIST at {}: {}",
-            crate::timefmt::rfc3339_millis(seen),
+            crate::time::rfc3339_millis(seen),
             describe_entry(entry)
         ));
         if let Some(cfg) = ev.config {
@@ -379,7 +379,7 @@ fn from_code_path(
     ev: &Evidence<'_>,
     out: &mut Vec<String>,
 ) -> Option<Verdict> {
-    use crate::capture::uprobes::{after_reply, meaning};
+    use crate::kernel::uprobes::{after_reply, meaning};
     let p = c.redis_code_path.as_ref()?;
     let flags = p.client_flags.as_deref().unwrap_or_default();
     let how = if p.freed_from == p.decided_in {
@@ -422,7 +422,7 @@ fn from_code_path(
         if let Some((entry, seen)) = ev.client.filter(|(_, seen)| *seen <= close) {
             v.evidence.push(format!(
                 "CLIENT LIST at {}: {}",
-                crate::timefmt::rfc3339_millis(seen),
+                crate::time::rfc3339_millis(seen),
                 describe_entry(entry)
             ));
         }
@@ -479,7 +479,7 @@ fn idle_timeout(
             "config: timeout is {timeout}s; idle {}s at that snapshot puts the idle timeout at {}, \
              and the close came {off:+.1}s from it",
             e.idle,
-            crate::timefmt::rfc3339_millis(predicted)
+            crate::time::rfc3339_millis(predicted)
         ));
         return Some(Verdict::new(Cause::RedisIdleTimeout, std::mem::take(out)));
     }
@@ -561,7 +561,7 @@ fn process_end(
         |e: &&ProcEvent| e.pid == pid && (0.0..=30.0).contains(&secs_between(e.time, exit.time));
     out.push(format!(
         "kernel: redis-server (pid {pid}) exited at {}",
-        crate::timefmt::rfc3339_millis(exit.time)
+        crate::time::rfc3339_millis(exit.time)
     ));
     if ev
         .proc_events
@@ -694,8 +694,8 @@ pub fn apply_counters(window: &CounterWindow, verdicts: &mut [&mut Verdict], kil
     let span = match (window.from, window.to) {
         (Some(a), Some(b)) => format!(
             "between {} and {}",
-            crate::timefmt::rfc3339_millis(a),
-            crate::timefmt::rfc3339_millis(b)
+            crate::time::rfc3339_millis(a),
+            crate::time::rfc3339_millis(b)
         ),
         _ => "around the close".into(),
     };
@@ -758,8 +758,8 @@ mod tests {
     //! The classifier on recorded event sequences: what the kernel, Redis and its log
     //! said in real incidents, reduced to the facts each rule uses.
     use super::*;
-    use crate::enrich::redis_log::parse_line;
-    use crate::record::ResetNote;
+    use crate::schema::ResetNote;
+    use crate::sources::redis_log::parse_line;
 
     const T0: u64 = 1_800_000_000;
 

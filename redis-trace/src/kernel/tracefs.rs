@@ -249,7 +249,12 @@ mod tests {
 
     macro_rules! fixture {
         ($path:literal) => {
-            parse_format(include_str!(concat!("../tests/fixtures/formats/", $path))).expect($path)
+            parse_format(include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/formats/",
+                $path
+            )))
+            .expect($path)
         };
     }
 
@@ -551,7 +556,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(
             dir.join("format"),
-            include_str!("../tests/fixtures/formats/6.18/tcp__tcp_send_reset.format"),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/formats/6.18/tcp__tcp_send_reset.format"
+            )),
         )
         .expect("write");
         let ok = read_format(&root, "tcp", "tcp_send_reset");

@@ -13,10 +13,10 @@ use redis_trace_ebpf::{
     ConnClosed, ConnKey, NO_REASON, SockEvent, conn_flags, how, side, sock_event,
 };
 
-use super::decode::{client, comm, server};
-use super::layout::ResetReasons;
-use crate::cause::Cause;
-use crate::record::{ConnectionClosed, ProcessRef, ResetNote, ResetSeen, errno_name};
+use crate::classify::Cause;
+use crate::kernel::decode::{client, comm, server};
+use crate::kernel::layout::ResetReasons;
+use crate::schema::{ConnectionClosed, ProcessRef, ResetNote, ResetSeen, errno_name};
 
 /// Maps kernel time (CLOCK_MONOTONIC, what `bpf_ktime_get_ns` returns) to wall time.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,7 @@ impl Clock {
 
     /// RFC 3339, UTC, microseconds.
     pub fn rfc3339(&self, ts_ns: u64) -> String {
-        crate::timefmt::rfc3339_micros(self.wall(ts_ns))
+        crate::time::rfc3339_micros(self.wall(ts_ns))
     }
 }
 

@@ -1,10 +1,10 @@
-//! The report for a postmortem: rendered from saved JSON lines (`redis-trace report`,
-//! or `capture --report` at the end of a capture), with `diagnose`'s risk findings.
+//! `redis-trace report`: the postmortem report rendered from saved JSON lines (also run
+//! by `capture --report` at the end of a capture), with `diagnose`'s risk findings.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::{diagnose, report};
+use crate::{diagnose, report, stderr};
 
 /// `diagnose` findings in the report's terms.
 pub fn findings(d: &diagnose::Diagnosis) -> Vec<report::Finding> {
@@ -44,4 +44,26 @@ pub fn write(
     )?;
     let svg = report::write(md, &rendered)?;
     Ok((rendered.summary, svg))
+}
+
+/// `redis-trace report FILE... --out FILE.md`.
+pub fn run(args: &crate::cli::ReportArgs) -> Result<()> {
+    let (summary, svg) = write(&args.captures, &args.out, args.redact, None)?;
+    report_written(&args.out, &svg, &summary);
+    Ok(())
+}
+
+/// Says where the report went and what it found.
+pub fn report_written(md: &Path, svg: &Path, summary: &report::Summary) {
+    stderr::note(&format!(
+        "report written to {} (chart {}): {} connection ends{}",
+        md.display(),
+        svg.display(),
+        summary.connections,
+        summary
+            .dominant_cause
+            .as_deref()
+            .map(|c| format!(", mostly {c}"))
+            .unwrap_or_default()
+    ));
 }

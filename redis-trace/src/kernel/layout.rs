@@ -9,7 +9,7 @@ use redis_trace_ebpf::{
     SetStateLayout, SignalLayout,
 };
 
-use crate::tracefs::Format;
+use crate::kernel::tracefs::Format;
 
 /// One tracepoint the capture uses.
 #[derive(Debug, Clone, Copy)]
@@ -252,7 +252,7 @@ pub fn signal_mask() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracefs::parse_format;
+    use crate::kernel::tracefs::parse_format;
 
     fn fixture(path: &str) -> Format {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/formats/");

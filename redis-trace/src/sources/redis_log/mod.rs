@@ -860,10 +860,22 @@ mod tests {
     use super::*;
     use std::io::Write as _;
 
-    const CLIENTS: &str = include_str!("../../tests/fixtures/redis-log/redis-7.0-clients.log");
-    const SIGTERM: &str = include_str!("../../tests/fixtures/redis-log/redis-7.0-sigterm.log");
-    const SIGINT: &str = include_str!("../../tests/fixtures/redis-log/redis-7.0-sigint.log");
-    const SEGFAULT: &str = include_str!("../../tests/fixtures/redis-log/redis-7.0-segfault.log");
+    const CLIENTS: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/redis-log/redis-7.0-clients.log"
+    ));
+    const SIGTERM: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/redis-log/redis-7.0-sigterm.log"
+    ));
+    const SIGINT: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/redis-log/redis-7.0-sigint.log"
+    ));
+    const SEGFAULT: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/redis-log/redis-7.0-segfault.log"
+    ));
 
     fn addr(s: &str) -> Option<SocketAddr> {
         s.parse().ok()

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::enrich::redis_client::{BufferLimit, ClientEntry, RedisConfig, Session, Target};
-use crate::enrich::redis_log::{self, LogEvent, LogKind};
-use crate::procinfo::escape_name;
+use crate::sources::procinfo::{SERVER_NAMES, escape_name};
+use crate::sources::redis::{BufferLimit, ClientEntry, RedisConfig, Session, Target};
+use crate::sources::redis_log::{self, LogEvent, LogKind};
 
 /// One thing found, with the evidence behind it and what to do about it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -70,7 +70,7 @@ pub struct Options {
     /// the password then goes only to a real server's process `pid` (see
     /// `procinfo::trusted_server`), and to nothing when no server process is known.
     pub discovered: Option<Option<u32>>,
-    pub tls: crate::enrich::redis_tls::TlsSettings,
+    pub tls: crate::sources::redis::tls::TlsSettings,
 }
 
 /// The outcome: what Redis said about itself (None when it could not be read) and the
@@ -163,8 +163,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 const KERNEL_LOG_MAX: usize = 64 << 20;
 /// Client and log samples per finding.
 const SAMPLES: usize = 3;
-/// The process names of Redis-like servers.
-const SERVER_NAMES: [&str; 2] = ["redis-server", "valkey-server"];
 
 // ---- small helpers --------------------------------------------------------------------
 
@@ -989,7 +987,7 @@ fn redis_log_path(logfile: Option<&str>, pid: Option<u32>) -> Result<(PathBuf, S
 
 /// The last [`LOG_TAIL_BYTES`] of the file, from a line start.
 fn read_tail(path: &Path) -> anyhow::Result<String> {
-    let (mut f, meta) = crate::enrich::redis_log::open_regular_file(path)?;
+    let (mut f, meta) = crate::sources::redis_log::open_regular_file(path)?;
     let len = meta.len();
     let start = len.saturating_sub(LOG_TAIL_BYTES);
     f.seek(SeekFrom::Start(start))?;
@@ -1361,7 +1359,7 @@ fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String, String
 
 /// Seconds since boot on the kernel log's clock (CLOCK_MONOTONIC).
 fn monotonic_s() -> f64 {
-    crate::capture::assemble::monotonic_ns() as f64 / 1e9
+    crate::pipeline::assemble::monotonic_ns() as f64 / 1e9
 }
 
 /// The cgroup of a process as the kernel names it in OOM reports: the v2 path, or the
@@ -1456,7 +1454,7 @@ fn local_pid(info: &HashMap<String, String>) -> Option<u32> {
     if port == 0 {
         return Some(pid);
     }
-    if let Ok(ports) = crate::procinfo::redis_ports(&SERVER_NAMES) {
+    if let Ok(ports) = crate::sources::procinfo::redis_ports(&SERVER_NAMES) {
         if ports
             .iter()
             .any(|(p, proc_)| u64::from(*p) == port && proc_.pid == pid)
@@ -1626,7 +1624,7 @@ fn unreachable_finding(addr: &str, msg: &str, url_local: bool) -> Finding {
         .unwrap_or(msg);
     let mut evidence = vec![format!("connect: {msg}")];
     if url_local {
-        match crate::procinfo::redis_ports(&SERVER_NAMES) {
+        match crate::sources::procinfo::redis_ports(&SERVER_NAMES) {
             Ok(ports) if ports.is_empty() => evidence.push(
                 "/proc: no redis-server or valkey-server process listens on a TCP port on this host"
                     .into(),
@@ -1694,7 +1692,7 @@ fn facts_from(
         started_at: uptime
             .and_then(|u| SystemTime::now().checked_sub(Duration::from_secs(u)))
             .filter(|t| *t >= SystemTime::UNIX_EPOCH)
-            .map(crate::timefmt::rfc3339_seconds),
+            .map(crate::time::rfc3339_seconds),
         role: info.get("role").cloned(),
         connected_clients: u64_of(info, "connected_clients"),
         blocked_clients: u64_of(info, "blocked_clients"),
@@ -1806,7 +1804,7 @@ pub fn render_text(d: &Diagnosis, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::redis_client::{parse_client_list, parse_config, parse_info};
+    use crate::sources::redis::{parse_client_list, parse_config, parse_info};
     use std::io::{BufRead as _, BufReader, Write as _};
     use std::net::TcpStream;
     use std::process::Child;

@@ -337,8 +337,8 @@ fn enable(ebpf: &mut Ebpf, flags_offset: Option<u16>) -> Result<()> {
 }
 
 /// What a deciding function means, in an operator's words, and the cause it proves.
-pub fn meaning(func: &str) -> Option<(&'static str, crate::cause::Cause)> {
-    use crate::cause::Cause::*;
+pub fn meaning(func: &str) -> Option<(&'static str, crate::classify::Cause)> {
+    use crate::classify::Cause::*;
     Some(match func {
         "clientsCronHandleTimeout" => ("its idle-timeout check (serverCron)", RedisIdleTimeout),
         "closeClientOnOutputBufferLimitReached" => {

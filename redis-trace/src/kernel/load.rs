@@ -10,8 +10,8 @@ use aya::{
 use redis_trace_ebpf::{Config, MAX_PORTS, MAX_PROC_NAMES, RING_BYTES, counter};
 
 use super::layout::{self, PROBES, Probe, ResetReasons};
-use crate::record::ProbeStatus;
-use crate::tracefs;
+use crate::kernel::tracefs;
+use crate::schema::ProbeStatus;
 
 /// The kernel programs, built by build.rs and embedded: one binary to copy to a host.
 /// Aligned because the ELF parser reads it in place.

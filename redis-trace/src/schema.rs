@@ -1,6 +1,6 @@
 //! The records redis-trace writes, one JSON object per line (see docs/json-lines.md).
 //! Field names are the public format: change them only with `SCHEMA_VERSION`.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -30,6 +30,15 @@ pub struct TracedPort {
     pub process: Option<ProcessRef>,
 }
 
+/// How the traced ports were chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortSource {
+    #[serde(rename = "command line")]
+    CommandLine,
+    #[serde(rename = "discovered")]
+    Discovered,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptureStarted {
     #[serde(rename = "type")]
@@ -40,14 +49,13 @@ pub struct CaptureStarted {
     pub host: String,
     pub kernel: String,
     pub ports: Vec<TracedPort>,
-    /// "command line" or "discovered".
-    pub port_source: &'static str,
+    pub port_source: PortSource,
     pub probes_attached: Vec<String>,
     pub probes_unavailable: Vec<ProbeStatus>,
     /// Connections on traced ports already open at start (their start is unseen).
     pub open_connections_at_start: usize,
     /// Uprobes on each traced redis-server: what is attached, or why not.
-    pub redis_uprobes: Vec<crate::capture::uprobes::RedisProbes>,
+    pub redis_uprobes: Vec<crate::kernel::uprobes::RedisProbes>,
 }
 
 /// A RST seen around a connection's end, or later on it.
@@ -84,7 +92,7 @@ pub struct ConnectionClosed {
     pub time: String,
     /// Why it ended (see docs/json-lines.md for the list), `unknown` when the evidence
     /// does not say.
-    pub cause: crate::cause::Cause,
+    pub cause: crate::classify::Cause,
     /// redis, client, middlebox, kernel or unknown.
     pub closed_by: &'static str,
     /// Short sentences, each naming its source (kernel, Redis log, INFO, CLIENT LIST, config).

@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::redis_client::{ClientEntry, Poller, PollerMsg, RedisConfig, Snapshot, Target};
-use super::redis_log::{LogEvent, LogFollower, LogTail};
-use crate::capture::assemble::monotonic_ns;
-use crate::cause::{self, Cause, CounterWindow, Evidence, ProcEvent, ProcFact, Verdict};
-use crate::record::{ConnectionClosed, ProcessEvent, RedisClientView};
+use crate::classify::{self, Cause, CounterWindow, Evidence, ProcEvent, ProcFact, Verdict};
+use crate::pipeline::assemble::monotonic_ns;
+use crate::schema::{ConnectionClosed, ProcessEvent, RedisClientView};
+use crate::sources::redis::{ClientEntry, Poller, PollerMsg, RedisConfig, Snapshot, Target};
+use crate::sources::redis_log::{LogEvent, LogFollower, LogTail};
 
 /// How often Redis is polled (INFO; CLIENT LIST within the poller's own bounds).
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -132,7 +132,7 @@ fn view(e: &ClientEntry, seen: SystemTime) -> RedisClientView {
         tot_mem: e.tot_mem,
         cmd: e.cmd.clone(),
         user: e.user.clone(),
-        seen_at: crate::timefmt::rfc3339_millis(seen),
+        seen_at: crate::time::rfc3339_millis(seen),
     }
 }
 
@@ -331,7 +331,7 @@ impl Enricher {
                         }
                         out.push(RedisStatus {
                             kind: "redis_status",
-                            time: crate::timefmt::rfc3339_micros(SystemTime::now()),
+                            time: crate::time::rfc3339_micros(SystemTime::now()),
                             port: s.port,
                             status: "connected",
                             pid,
@@ -354,7 +354,7 @@ impl Enricher {
                         if was || s.last_poll_mono == 0 {
                             out.push(RedisStatus {
                                 kind: "redis_status",
-                                time: crate::timefmt::rfc3339_micros(SystemTime::now()).to_string(),
+                                time: crate::time::rfc3339_micros(SystemTime::now()).to_string(),
                                 port: s.port,
                                 status: "unavailable",
                                 pid: s.pid,
@@ -491,7 +491,7 @@ impl Enricher {
             let w = &self.servers[si].windows[wi];
             let mut refs: Vec<&mut Verdict> =
                 members.iter().filter_map(|&i| slots[i].take()).collect();
-            cause::apply_counters(&w.w, &mut refs, w.killer.as_deref());
+            classify::apply_counters(&w.w, &mut refs, w.killer.as_deref());
         }
         ready
             .into_iter()
@@ -549,7 +549,7 @@ impl Enricher {
             _ => self.redis_pids.as_slice(),
         };
         let first_client_list = idx.and_then(|i| self.servers[i].first_clients_wall);
-        let v = cause::classify(
+        let v = classify::classify(
             c,
             &Evidence {
                 redis_pids: pids,

@@ -10,6 +10,8 @@
 //! at most once per interval, never more often than 100x its own last duration, at most
 //! every 10 s above 10 000 clients, and only while the capture asks for it.
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -89,7 +91,7 @@ impl Target {
     }
 
     /// For a server that was discovered, not named by the operator: the password goes
-    /// only to a real server (see [`crate::procinfo::trusted_server`]; `pid` None: no
+    /// only to a real server (see [`crate::sources::procinfo::trusted_server`]; `pid` None: no
     /// process listens there). Otherwise it is left out, and stderr says why.
     pub fn for_discovered(self, port: u16, pid: Option<u32>) -> Target {
         if self.password.is_none() {
@@ -97,7 +99,7 @@ impl Target {
         }
         let trusted = pid
             .ok_or_else(|| "no Redis server process listens there".to_string())
-            .and_then(crate::procinfo::trusted_server);
+            .and_then(crate::sources::procinfo::trusted_server);
         match trusted {
             Ok(()) => self,
             Err(why) => {
@@ -113,7 +115,7 @@ impl Target {
     /// TLS with these settings: for a `rediss://` URL (with the host's trust store when
     /// no option says otherwise), or when any `--tls-*` option is given. The files are
     /// read now: a bad one is an error before anything connects.
-    pub fn with_tls(mut self, tls: &super::redis_tls::TlsSettings) -> anyhow::Result<Target> {
+    pub fn with_tls(mut self, tls: &tls::TlsSettings) -> anyhow::Result<Target> {
         if tls.any() || is_tls_url(&self.url) {
             self.tls = Some(tls.client_config()?);
         }
@@ -533,7 +535,7 @@ impl CappedConnection {
                 match tls {
                     None => Stream::Tcp(s),
                     Some(config) => {
-                        let name = super::redis_tls::server_name(host)
+                        let name = tls::server_name(host)
                             .map_err(|e| config_error("TLS server name", &format!("{e:#}")))?;
                         let conn = rustls::ClientConnection::new(config.clone(), name)
                             .map_err(|e| config_error("TLS", &e.to_string()))?;
@@ -599,7 +601,7 @@ impl CappedConnection {
                         None => self
                             .tcp
                             .as_ref()
-                            .is_some_and(|(h, p)| super::redis_tls::speaks_tls(h, *p, IO_TIMEOUT)),
+                            .is_some_and(|(h, p)| tls::speaks_tls(h, *p, IO_TIMEOUT)),
                     };
                 if tls_port {
                     Err(redis::RedisError::from((

@@ -1,0 +1,8 @@
+//! The kernel side, from userspace: tracefs and the tracepoints' layouts, loading and
+//! attaching the eBPF programs, the uprobes on redis-server, and decoding what the
+//! programs hand over.
+pub mod decode;
+pub mod layout;
+pub mod load;
+pub mod tracefs;
+pub mod uprobes;
