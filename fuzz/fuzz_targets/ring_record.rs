@@ -1,15 +1,19 @@
 //! Records from the kernel programs' ring buffer: one input is a run of records as the
 //! ring hands them over (each as long as its kind's `#[repr(C)]` type, back to back).
-//! Each is decoded, then joined per connection by the assembler the capture uses and
-//! written as the JSON records the capture writes.
+//! Each is decoded, then joined per connection by the assembler the capture uses,
+//! classified on the kernel's evidence alone, and written as the JSON records the capture
+//! writes.
 #![no_main]
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use redis_trace::pipeline::assemble::{Assembled, Assembler, Clock};
+use redis_trace::classify::{Facts, classify};
+use redis_trace::kernel::assemble::{Assembled, Assembler};
 use redis_trace::kernel::decode::{Record, client, comm, ip, server};
-use redis_trace::schema::ProcessRef;
+use redis_trace::pipeline::record::connection_closed;
+use redis_trace::schema::{self, ProcessRef};
+use redis_trace::time::Clock;
 use redis_trace_fuzz::send_reset_reasons;
 
 fuzz_target!(|data: &[u8]| {
@@ -46,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 (size_of_val(&s), s.ts_ns)
             }
             Record::Proc(p) => {
-                let _ = (comm(&p.comm), comm(&p.actor_comm), clock.rfc3339(p.ts_ns));
+                let _ = (comm(&p.comm), comm(&p.actor_comm), clock.wall(p.ts_ns));
                 (size_of_val(&p), p.ts_ns)
             }
         };
@@ -55,12 +59,34 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[len..];
     }
     asm.flush(u64::MAX, &mut out);
-    for a in &out {
-        let json = match a {
-            Assembled::Closed(c) => serde_json::to_string(c),
-            Assembled::Reset(r) => serde_json::to_string(r),
+    let facts = Facts {
+        redis_pids: &[42],
+        proc_events: &[],
+        log: &[],
+        client: None,
+        config: None,
+        redis_view: Err("not read while fuzzing"),
+        first_client_list: None,
+        log_view: Err("not read while fuzzing"),
+        code_path: None,
+    };
+    for a in out {
+        let record = match a {
+            Assembled::Closed(c) => {
+                let verdict = classify(&c, &facts);
+                schema::Record::ConnectionClosed(Box::new(connection_closed(
+                    &c, None, verdict, None,
+                )))
+            }
+            Assembled::Reset(r) => schema::Record::Reset(r),
         };
-        assert!(json.is_ok());
+        let json = serde_json::to_string(&record).expect("a record serializes");
+        // What the capture writes, the report reads back.
+        let back: schema::Record = serde_json::from_str(&json).expect("and reads back");
+        assert_eq!(
+            serde_json::to_string(&back).ok().as_deref(),
+            Some(json.as_str())
+        );
     }
     if let Some(addr) = data.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
         let _ = ip(addr);

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use redis_trace::kernel::layout::ResetReasons;
+use redis_trace::kernel::tracefs::parse_format;
 use redis_trace::sources::redis::{
     ClientEntry, RedisConfig, parse_client_list, parse_config, parse_info,
 };
-use redis_trace::kernel::tracefs::parse_format;
 
 const FIXTURES_INFO: &str = include_str!("../../redis-trace/tests/fixtures/redis/info-7.0.15.txt");
 const FIXTURES_CONFIG: &str =

@@ -10,6 +10,7 @@
 //! - [`report`]: the postmortem report; [`diagnose`]: the configuration's risks;
 //! - [`commands`]: one module per subcommand; [`cli`]: the command line;
 //! - [`time`], [`signals`]: clocks and timestamps; Ctrl-C and SIGTERM.
+pub mod cause;
 pub mod classify;
 pub mod cli;
 pub mod commands;

@@ -1,17 +1,201 @@
-//! The records redis-trace writes, one JSON object per line (see docs/json-lines.md).
+//! The records redis-trace writes, one JSON object per line (see docs/json-lines.md), and
+//! reads back in `report`: every line type is defined here once, Serialize and Deserialize.
 //! Field names are the public format: change them only with `SCHEMA_VERSION`.
+//!
+//! Reading is tolerant, as a postmortem needs it to be: a missing field reads as its
+//! default (an unknown time, an empty list, `unknown`), so a hand-cut or older capture is
+//! still reported on. The capture always writes every field.
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
+
+pub use crate::cause::{Cause, ClosedBy};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// One line of a capture, by its `"type"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    CaptureStarted(CaptureStarted),
+    ConnectionClosed(Box<ConnectionClosed>),
+    Reset(ResetSeen),
+    ProcessEvent(ProcessEvent),
+    RedisStatus(RedisStatus),
+    RedisUprobes(RedisUprobes),
+    CaptureEnded(CaptureEnded),
+    /// Written by `report`'s reader only, for what it tolerated (a line cut short).
+    ReportWarning(ReportWarning),
+}
+
+impl Record {
+    pub fn time(&self) -> Option<SystemTime> {
+        match self {
+            Record::CaptureStarted(r) => r.time,
+            Record::ConnectionClosed(r) => r.time,
+            Record::Reset(r) => r.time,
+            Record::ProcessEvent(r) => r.time,
+            Record::RedisStatus(r) => r.time,
+            Record::RedisUprobes(r) => r.time,
+            Record::CaptureEnded(r) => r.time,
+            Record::ReportWarning(_) => None,
+        }
+    }
+}
+
+/// serde for `time` fields: RFC 3339 with microseconds; unknown (None) when missing.
+mod time_opt {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => crate::time::micros::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let text = Option::<std::borrow::Cow<str>>::deserialize(d)?;
+        text.map(|t| humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// An address read from a record without one: 0.0.0.0:0.
+fn no_addr() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+}
+
 /// A process, as named by the kernel (comm) or /proc.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProcessRef {
     pub pid: u32,
     pub comm: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Which end of a connection.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Server,
+    Client,
+    /// A side the kernel did not name (or a record without it).
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Server => "server",
+            Side::Client => "client",
+            Side::Unknown => "unknown",
+        }
+    }
+
+    pub fn other(self) -> Side {
+        match self {
+            Side::Server => Side::Client,
+            Side::Client => Side::Server,
+            Side::Unknown => Side::Unknown,
+        }
+    }
+}
+
+/// The packet that ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Packet {
+    #[serde(rename = "FIN")]
+    Fin,
+    #[serde(rename = "RST")]
+    Rst,
+}
+
+impl Packet {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Packet::Fin => "FIN",
+            Packet::Rst => "RST",
+        }
+    }
+}
+
+/// What the kernel saw first at a connection's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelEvent {
+    SentFin,
+    ReceivedFin,
+    Aborted,
+    ReceivedRst,
+    /// The TCP stack gave up (retransmission or keepalive timeout, or another error).
+    Timeout,
+    /// Read from a record without it; never written.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl KernelEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelEvent::SentFin => "sent_fin",
+            KernelEvent::ReceivedFin => "received_fin",
+            KernelEvent::Aborted => "aborted",
+            KernelEvent::ReceivedRst => "received_rst",
+            KernelEvent::Timeout => "timeout",
+            KernelEvent::Unknown => "unknown",
+        }
+    }
+}
+
+/// The client class Redis applies output buffer limits by (networking.c
+/// getClientType, with masters limited as normal clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientClass {
+    Normal,
+    Pubsub,
+    Replica,
+}
+
+impl ClientClass {
+    /// From CLIENT LIST or log `flags=`: `S` replica, `P` pub/sub, anything else
+    /// (masters `M` and MONITOR clients `O` included) normal.
+    pub fn of_flags(flags: &str) -> Self {
+        if flags.contains('S') {
+            ClientClass::Replica
+        } else if flags.contains('P') {
+            ClientClass::Pubsub
+        } else {
+            ClientClass::Normal
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientClass::Normal => "normal",
+            ClientClass::Pubsub => "pubsub",
+            ClientClass::Replica => "replica",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProbeStatus {
     pub probe: String,
     /// Why it is not attached (for unavailable probes).
@@ -22,7 +206,8 @@ pub struct ProbeStatus {
     pub cost: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TracedPort {
     pub port: u16,
     /// The Redis process found listening on it, when the port was discovered from /proc.
@@ -31,21 +216,40 @@ pub struct TracedPort {
 }
 
 /// How the traced ports were chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum PortSource {
+    #[default]
     #[serde(rename = "command line")]
     CommandLine,
     #[serde(rename = "discovered")]
     Discovered,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The uprobes on one redis-server process: what is attached, or why not.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisProbes {
+    pub pid: u32,
+    pub exe: String,
+    /// The server's version, read from its ELF (never by running it).
+    pub version: Option<String>,
+    /// "redis" or "valkey", from the ELF.
+    pub server: Option<String>,
+    /// Functions probed.
+    pub attached: Vec<String>,
+    /// Why not, when nothing could be attached (no dynamic symbols, unknown fork, ...).
+    pub unavailable: Option<String>,
+    /// Whether `client->flags` is read (the version's layout is known).
+    pub client_flags: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CaptureStarted {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub schema_version: u32,
-    pub time: String,
-    pub tool_version: &'static str,
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
+    pub tool_version: String,
     pub host: String,
     pub kernel: String,
     pub ports: Vec<TracedPort>,
@@ -55,21 +259,47 @@ pub struct CaptureStarted {
     /// Connections on traced ports already open at start (their start is unseen).
     pub open_connections_at_start: usize,
     /// Uprobes on each traced redis-server: what is attached, or why not.
-    pub redis_uprobes: Vec<crate::kernel::uprobes::RedisProbes>,
+    pub redis_uprobes: Vec<RedisProbes>,
+}
+
+/// Uprobes attached during the capture (a Redis that restarted), or paused and resumed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisUprobes {
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<RedisProbes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Whether a RST was sent or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Sent,
+    Received,
+    #[default]
+    #[serde(other)]
+    Unknown,
 }
 
 /// A RST seen around a connection's end, or later on it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ResetNote {
-    pub time: String,
-    /// "sent" or "received", by the socket of `side`.
-    pub direction: &'static str,
-    pub side: &'static str,
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
+    /// Sent or received, by the socket of `side`.
+    pub direction: Direction,
+    pub side: Side,
     pub rst_reason: Option<String>,
 }
 
 /// The last CLIENT LIST entry seen for a connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RedisClientView {
     pub id: u64,
     pub name: String,
@@ -81,34 +311,77 @@ pub struct RedisClientView {
     pub tot_mem: Option<u64>,
     pub cmd: String,
     pub user: Option<String>,
-    /// When that CLIENT LIST was taken.
+    /// When that CLIENT LIST was taken (RFC 3339, milliseconds).
     pub seen_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A `client-output-buffer-limit` class's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputBufferLimit {
+    pub class: ClientClass,
+    pub hard: u64,
+    pub soft: u64,
+    pub soft_seconds: u64,
+}
+
+/// The Redis settings a cause rests on, when it rests on one.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    /// `timeout`, in seconds, for an idle timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// The limit of the client's class, for an output buffer limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_buffer_limit: Option<OutputBufferLimit>,
+    /// The client's name as Redis's log line gave it (`name=`), when one was matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logged_client_name: Option<String>,
+}
+
+impl RedisSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == RedisSettings::default()
+    }
+}
+
+/// The Redis functions behind a close, named from redis-server's own symbols.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisCodePath {
+    /// The function that decided to free the client.
+    pub decided_in: String,
+    /// The function that called freeClient (the same, unless the free was deferred).
+    pub freed_from: String,
+    /// Client flags set then (pubsub, replica, protocol_error, close_after_reply), when
+    /// this Redis version's layout is known.
+    pub client_flags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConnectionClosed {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub time: String,
-    /// Why it ended (see docs/json-lines.md for the list), `unknown` when the evidence
-    /// does not say.
-    pub cause: crate::classify::Cause,
-    /// redis, client, middlebox, kernel or unknown.
-    pub closed_by: &'static str,
-    /// Short sentences, each naming its source (kernel, Redis log, INFO, CLIENT LIST, config).
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
+    /// Why it ended (see docs/causes.md), `unknown` when the evidence does not say.
+    pub cause: Cause,
+    pub closed_by: ClosedBy,
+    /// Short sentences, each naming its source (kernel, uprobe, Redis log, INFO, CLIENT
+    /// LIST, config). The first is always the kernel's own account of the close; the
+    /// rest follow in the order the classifier weighed them (see [`Self::key_evidence`]).
     pub evidence: Vec<String>,
     /// For output buffer limits: normal, pubsub or replica.
-    pub client_class: Option<&'static str>,
+    pub client_class: Option<ClientClass>,
     /// For CLIENT KILL or a kill signal: who did it, when known.
     pub killer: Option<String>,
     pub redis_client: Option<RedisClientView>,
-    pub server: String,
-    pub client: String,
-    /// Whose end sent the first FIN or RST: "server" or "client"; null when neither sent
-    /// one (a timeout the kernel gave up on silently).
-    pub closed_by_side: Option<&'static str>,
-    /// "FIN" or "RST"; null when no packet was sent (see `kernel_event`).
-    pub packet: Option<&'static str>,
+    pub server: SocketAddr,
+    pub client: SocketAddr,
+    /// Whose end sent the first FIN or RST; null when neither sent one (a timeout the
+    /// kernel gave up on silently).
+    pub closed_by_side: Option<Side>,
+    /// FIN or RST; null when no packet was sent (see `kernel_event`).
+    pub packet: Option<Packet>,
     /// The task that closed it, when the kernel did that in the task's own context
     /// (close(), exit); null in softirq or timer context, where `current` is unrelated.
     pub pid: Option<u32>,
@@ -116,10 +389,10 @@ pub struct ConnectionClosed {
     pub comm: Option<String>,
     pub rst_reason: Option<String>,
     pub duration_ms: Option<f64>,
-    /// What the kernel saw first: sent_fin, received_fin, aborted, received_rst, timeout.
-    pub kernel_event: &'static str,
+    /// What the kernel saw first.
+    pub kernel_event: KernelEvent,
     /// Which end's socket the kernel event happened on.
-    pub observed_on: &'static str,
+    pub observed_on: Side,
     /// The socket error the kernel reported (ECONNRESET, ETIMEDOUT, ...).
     pub error: Option<String>,
     /// Owners of the sockets, from /proc when the capture started (connections open then).
@@ -130,53 +403,168 @@ pub struct ConnectionClosed {
     /// Whether both ends' sockets are on this host (loopback or a local namespace).
     pub both_ends_local: bool,
     pub resets: Vec<ResetNote>,
-    /// Kernel time of the close (CLOSE_MONOTONIC ns), for joining evidence; not written.
-    #[serde(skip)]
-    pub close_ns: u64,
     /// Which Redis code path freed the client, from uprobes on redis-server.
     pub redis_code_path: Option<RedisCodePath>,
-    /// The raw addresses behind `redis_code_path` (0 when none), and the flags.
-    #[serde(skip)]
-    pub redis_raw: (u64, u64, u64),
+    /// The Redis settings the cause rests on (absent when it rests on none).
+    #[serde(skip_serializing_if = "RedisSettings::is_empty")]
+    pub redis_settings: RedisSettings,
 }
 
-/// The Redis functions behind a close, named from redis-server's own symbols.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RedisCodePath {
-    /// The function that decided to free the client.
-    pub decided_in: String,
-    /// The function that called freeClient (the same, unless the free was deferred).
-    pub freed_from: String,
-    /// Client flags set then (pubsub, replica, protocol_error, close_after_reply), when
-    /// this Redis version's layout is known.
-    pub client_flags: Option<Vec<&'static str>>,
+impl Default for ConnectionClosed {
+    fn default() -> Self {
+        Self {
+            time: None,
+            cause: Cause::Unknown,
+            closed_by: ClosedBy::Unknown,
+            evidence: Vec::new(),
+            client_class: None,
+            killer: None,
+            redis_client: None,
+            server: no_addr(),
+            client: no_addr(),
+            closed_by_side: None,
+            packet: None,
+            pid: None,
+            tid: None,
+            comm: None,
+            rst_reason: None,
+            duration_ms: None,
+            kernel_event: KernelEvent::Unknown,
+            observed_on: Side::Unknown,
+            error: None,
+            server_process: None,
+            client_process: None,
+            start_seen: false,
+            both_ends_local: false,
+            resets: Vec::new(),
+            redis_code_path: None,
+            redis_settings: RedisSettings::default(),
+        }
+    }
+}
+
+impl ConnectionClosed {
+    /// The piece of evidence that says the most: the first beyond the kernel's own
+    /// account of the close (which is always first), or that account when it is alone.
+    pub fn key_evidence(&self) -> Option<&str> {
+        self.evidence
+            .get(self.key_evidence_index()?)
+            .map(String::as_str)
+    }
+
+    pub fn key_evidence_index(&self) -> Option<usize> {
+        match self.evidence.len() {
+            0 => None,
+            1 => Some(0),
+            _ => Some(1),
+        }
+    }
+
+    /// The Redis settings its cause rests on. Captures written before `redis_settings`
+    /// existed (redis-trace 0.1.0 until December 2026) name them only in their evidence
+    /// sentences, in the fixed forms the classifier wrote then: read from there.
+    pub fn settings(&self) -> RedisSettings {
+        if !self.redis_settings.is_empty() {
+            return self.redis_settings.clone();
+        }
+        legacy::settings(self)
+    }
+}
+
+/// Reading the settings out of an older capture's evidence sentences.
+mod legacy {
+    use super::{ClientClass, ConnectionClosed, OutputBufferLimit, RedisSettings};
+
+    pub(super) fn settings(c: &ConnectionClosed) -> RedisSettings {
+        let sentences = || c.evidence.iter().map(String::as_str);
+        RedisSettings {
+            // "config: timeout is 300s; ..."
+            timeout: sentences().find_map(|e| {
+                let rest = e.strip_prefix("config: timeout is ")?;
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            }),
+            // "config: client-output-buffer-limit pubsub 33554432 8388608 60"
+            output_buffer_limit: sentences().find_map(|e| {
+                let mut w = e
+                    .strip_prefix("config: client-output-buffer-limit ")?
+                    .split_whitespace();
+                let class = match w.next()? {
+                    "pubsub" => ClientClass::Pubsub,
+                    "replica" => ClientClass::Replica,
+                    "normal" => ClientClass::Normal,
+                    _ => return None,
+                };
+                Some(OutputBufferLimit {
+                    class,
+                    hard: w.next()?.parse().ok()?,
+                    soft: w.next()?.parse().ok()?,
+                    soft_seconds: w.next()?.parse().ok()?,
+                })
+            }),
+            // "Redis log: ... addr=CLIENT laddr=... name=NAME ..."
+            logged_client_name: {
+                let at = format!("addr={} ", c.client);
+                sentences()
+                    .filter(|e| e.starts_with("Redis log: ") && e.contains(&at))
+                    .find_map(|e| e.split(" name=").nth(1)?.split(' ').next())
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+            },
+        }
+    }
 }
 
 /// RSTs on a traced port that are not part of a connection's end (sent to a port with no
 /// socket, or on a connection already reported, such as a client writing to a socket
 /// that Redis closed long ago).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ResetSeen {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub time: String,
-    pub server: String,
-    pub client: String,
-    pub sent_by: Option<&'static str>,
-    pub received_by: Option<&'static str>,
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
+    pub server: SocketAddr,
+    pub client: SocketAddr,
+    pub sent_by: Option<Side>,
+    pub received_by: Option<Side>,
     pub rst_reason: Option<String>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
 }
 
+impl Default for ResetSeen {
+    fn default() -> Self {
+        Self {
+            time: None,
+            server: no_addr(),
+            client: no_addr(),
+            sent_by: None,
+            received_by: None,
+            rst_reason: None,
+            pid: None,
+            comm: None,
+        }
+    }
+}
+
+/// What happened to a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessEventKind {
+    OomKill,
+    Signal,
+    #[default]
+    #[serde(other)]
+    Exit,
+}
+
 /// An OOM kill, fatal signal or exit of a watched (Redis) process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProcessEvent {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub time: String,
-    /// "oom_kill", "signal" or "exit".
-    pub event: &'static str,
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
+    pub event: ProcessEventKind,
     pub pid: u32,
     pub comm: String,
     /// Whether it is one of the watched Redis processes (OOM kills of others are kept
@@ -188,7 +576,8 @@ pub struct ProcessEvent {
     pub oom: Option<OomInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SignalInfo {
     pub number: i32,
     pub name: String,
@@ -200,7 +589,30 @@ pub struct SignalInfo {
     pub result: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl SignalInfo {
+    /// A signal that ends a process unless handled, and was not ignored.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self.name.as_str(),
+            "SIGKILL"
+                | "SIGTERM"
+                | "SIGINT"
+                | "SIGQUIT"
+                | "SIGHUP"
+                | "SIGSEGV"
+                | "SIGBUS"
+                | "SIGABRT"
+                | "SIGILL"
+                | "SIGFPE"
+                | "SIGSYS"
+                | "SIGXCPU"
+                | "SIGXFSZ"
+        ) && self.result != "ignored"
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OomInfo {
     pub total_vm_kb: u64,
     pub anon_rss_kb: u64,
@@ -213,23 +625,79 @@ pub struct OomInfo {
     pub invoked_by: ProcessRef,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// Whether redis-trace can read a Redis server's own view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisState {
+    Connected,
+    #[default]
+    #[serde(other)]
+    Unavailable,
+}
+
+/// A change in what redis-trace can see of a Redis server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisStatus {
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
+    pub port: u16,
+    pub status: RedisState,
+    pub pid: Option<u32>,
+    pub version: Option<String>,
+    pub uptime_s: Option<u64>,
+    /// Set when the server's pid or run id changed since the last connection.
+    pub restarted: bool,
+    pub error: Option<String>,
+    pub logfile: Option<String>,
+    pub log_readable: bool,
+    /// Why the log is not read, when it is not.
+    pub log_note: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counts {
     pub connections_closed: u64,
     pub resets: u64,
     pub process_events: u64,
     /// connection_closed records by cause.
-    pub by_cause: std::collections::BTreeMap<&'static str, u64>,
+    pub by_cause: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Why a capture ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndedBy {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+    /// `--duration`.
+    Duration,
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl EndedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Interrupt => "interrupt",
+            EndedBy::Terminate => "terminate",
+            EndedBy::Duration => "duration",
+            EndedBy::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CaptureEnded {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub time: String,
+    #[serde(with = "time_opt")]
+    pub time: Option<SystemTime>,
     pub duration_s: f64,
-    /// "interrupt" (Ctrl-C), "terminate" (SIGTERM), "duration".
-    pub ended_by: &'static str,
+    pub ended_by: EndedBy,
     #[serde(flatten)]
     pub counts: Counts,
     /// Records the kernel could not hand over (ring buffer full). Zero, or the capture is
@@ -252,62 +720,76 @@ pub struct CaptureEnded {
     pub probes_unavailable: Vec<String>,
 }
 
-/// Name of an errno the socket error tracepoint reports.
-pub fn errno_name(e: i32) -> String {
-    match e {
-        32 => "EPIPE".into(),
-        100 => "ENETDOWN".into(),
-        101 => "ENETUNREACH".into(),
-        103 => "ECONNABORTED".into(),
-        104 => "ECONNRESET".into(),
-        110 => "ETIMEDOUT".into(),
-        111 => "ECONNREFUSED".into(),
-        112 => "EHOSTDOWN".into(),
-        113 => "EHOSTUNREACH".into(),
-        other => format!("errno {other}"),
+/// What `report` tolerated in a capture file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportWarning {
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_as_written() {
+        let c = ConnectionClosed {
+            time: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_234_567)),
+            cause: Cause::RedisIdleTimeout,
+            closed_by: ClosedBy::Redis,
+            evidence: vec!["kernel: the server end sent the first FIN".into()],
+            server: "127.0.0.1:6379".parse().expect("addr"),
+            client: "[::1]:50000".parse().expect("addr"),
+            closed_by_side: Some(Side::Server),
+            packet: Some(Packet::Fin),
+            kernel_event: KernelEvent::SentFin,
+            observed_on: Side::Server,
+            client_class: Some(ClientClass::Pubsub),
+            ..ConnectionClosed::default()
+        };
+        let line =
+            serde_json::to_string(&Record::ConnectionClosed(Box::new(c))).expect("serializes");
+        assert!(line.starts_with(r#"{"type":"connection_closed","time":"1970-01-01T00:00:01.234567Z","cause":"redis_idle_timeout","closed_by":"redis""#), "{line}");
+        assert!(line.contains(r#""client":"[::1]:50000""#));
+        assert!(line.contains(r#""packet":"FIN""#));
+        assert!(
+            !line.contains("redis_settings"),
+            "empty settings are not written"
+        );
+        let Record::ConnectionClosed(back) = serde_json::from_str(&line).expect("reads back")
+        else {
+            panic!("not a connection_closed: {line}");
+        };
+        assert_eq!(back.cause, Cause::RedisIdleTimeout);
+        assert_eq!(back.client_class, Some(ClientClass::Pubsub));
+        assert_eq!(
+            back.key_evidence(),
+            Some("kernel: the server end sent the first FIN")
+        );
     }
-}
 
-pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        31 => "SIGSYS",
-        _ => return format!("signal {sig}"),
-    };
-    name.into()
-}
-
-/// si_code of a generated signal (include/uapi/asm-generic/siginfo.h).
-pub fn signal_origin(code: i32) -> String {
-    match code {
-        0 => "user".into(),
-        0x80 => "kernel".into(),
-        -1 => "queue".into(),
-        -6 => "tkill".into(),
-        c if c > 0 => format!("fault (code {c})"),
-        c => format!("code {c}"),
+    #[test]
+    fn a_partial_or_newer_record_reads_with_defaults() {
+        let r: Record = serde_json::from_str(
+            r#"{"type":"connection_closed","cause":"a_cause_from_the_future","kernel_event":"x","server":"127.0.0.1:6379"}"#,
+        )
+        .expect("tolerant");
+        let Record::ConnectionClosed(c) = r else {
+            panic!("type")
+        };
+        assert_eq!(c.cause, Cause::Unknown);
+        assert_eq!(c.kernel_event, KernelEvent::Unknown);
+        assert_eq!(c.time, None);
+        assert_eq!(c.client.port(), 0);
     }
-}
 
-pub fn signal_result(r: i32) -> String {
-    // enum trace_signal_result (include/trace/events/signal.h).
-    match r {
-        0 => "delivered".into(),
-        1 => "ignored".into(),
-        2 => "already_pending".into(),
-        3 => "overflow_fail".into(),
-        4 => "lose_info".into(),
-        r => format!("result {r}"),
+    #[test]
+    fn client_classes_follow_redis() {
+        assert_eq!(ClientClass::of_flags("S"), ClientClass::Replica);
+        assert_eq!(ClientClass::of_flags("P"), ClientClass::Pubsub);
+        // Masters are limited as normal clients; MONITOR clients (O) too.
+        assert_eq!(ClientClass::of_flags("M"), ClientClass::Normal);
+        assert_eq!(ClientClass::of_flags("O"), ClientClass::Normal);
+        assert_eq!(ClientClass::of_flags("N"), ClientClass::Normal);
     }
 }

@@ -1359,7 +1359,7 @@ fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String, String
 
 /// Seconds since boot on the kernel log's clock (CLOCK_MONOTONIC).
 fn monotonic_s() -> f64 {
-    crate::pipeline::assemble::monotonic_ns() as f64 / 1e9
+    crate::time::monotonic_ns() as f64 / 1e9
 }
 
 /// The cgroup of a process as the kernel names it in OOM reports: the v2 path, or the

@@ -67,6 +67,66 @@ pub fn comm(raw: &[u8; 16]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
+/// Name of an errno the socket error tracepoint reports.
+pub fn errno_name(e: i32) -> String {
+    match e {
+        32 => "EPIPE".into(),
+        100 => "ENETDOWN".into(),
+        101 => "ENETUNREACH".into(),
+        103 => "ECONNABORTED".into(),
+        104 => "ECONNRESET".into(),
+        110 => "ETIMEDOUT".into(),
+        111 => "ECONNREFUSED".into(),
+        112 => "EHOSTDOWN".into(),
+        113 => "EHOSTUNREACH".into(),
+        other => format!("errno {other}"),
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.into()
+}
+
+/// si_code of a generated signal (include/uapi/asm-generic/siginfo.h).
+pub fn signal_origin(code: i32) -> String {
+    match code {
+        0 => "user".into(),
+        0x80 => "kernel".into(),
+        -1 => "queue".into(),
+        -6 => "tkill".into(),
+        c if c > 0 => format!("fault (code {c})"),
+        c => format!("code {c}"),
+    }
+}
+
+pub fn signal_result(r: i32) -> String {
+    // enum trace_signal_result (include/trace/events/signal.h).
+    match r {
+        0 => "delivered".into(),
+        1 => "ignored".into(),
+        2 => "already_pending".into(),
+        3 => "overflow_fail".into(),
+        4 => "lose_info".into(),
+        r => format!("result {r}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

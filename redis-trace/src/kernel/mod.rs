@@ -1,6 +1,7 @@
 //! The kernel side, from userspace: tracefs and the tracepoints' layouts, loading and
 //! attaching the eBPF programs, the uprobes on redis-server, and decoding what the
-//! programs hand over.
+//! programs hand over and joining one connection's records into one `KernelClose`.
+pub mod assemble;
 pub mod decode;
 pub mod layout;
 pub mod load;

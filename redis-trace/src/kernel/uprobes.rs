@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::schema::RedisProbes;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
@@ -26,30 +27,12 @@ use aya::{
 };
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 use redis_trace_ebpf::{ABSENT, redis_probes};
-use serde::Serialize;
 
 /// The probed functions and the programs attached to them.
 const PROBES: [(&str, &str); 2] = [
     ("freeClient", "redis_free_client"),
     ("freeClientAsync", "redis_free_client_async"),
 ];
-
-/// What the uprobes on one redis-server process are, for `capture_started`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RedisProbes {
-    pub pid: u32,
-    pub exe: String,
-    /// The server's version, read from its ELF (never by running it).
-    pub version: Option<String>,
-    /// "redis" or "valkey", from the ELF.
-    pub server: Option<&'static str>,
-    /// Functions probed.
-    pub attached: Vec<String>,
-    /// Why not, when nothing could be attached (no dynamic symbols, unknown fork, ...).
-    pub unavailable: Option<String>,
-    /// Whether `client->flags` is read (the version's layout is known).
-    pub client_flags: bool,
-}
 
 /// The largest executable read for its symbols (a Redis build with DWARF is ~100 MiB).
 const MAX_EXE_BYTES: u64 = 256 << 20;
@@ -251,7 +234,7 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<(Symbols, Vec<L
     }
     let found = symbols.version.clone();
     report.version = found.as_ref().map(|v| v.version.clone());
-    report.server = found.as_ref().map(|v| v.server);
+    report.server = found.as_ref().map(|v| v.server.to_string());
     let offset = found.as_ref().and_then(client_flags_offset);
     let mut links = Vec::new();
     for (func, program) in PROBES {
@@ -334,37 +317,6 @@ fn enable(ebpf: &mut Ebpf, flags_offset: Option<u16>) -> Result<()> {
         0,
     )?;
     Ok(())
-}
-
-/// What a deciding function means, in an operator's words, and the cause it proves.
-pub fn meaning(func: &str) -> Option<(&'static str, crate::classify::Cause)> {
-    use crate::classify::Cause::*;
-    Some(match func {
-        "clientsCronHandleTimeout" => ("its idle-timeout check (serverCron)", RedisIdleTimeout),
-        "closeClientOnOutputBufferLimitReached" => {
-            ("its output buffer limit check", RedisOutputBufferLimit)
-        }
-        "clientCommand" | "clientKillCommand" => ("CLIENT KILL", RedisClientKill),
-        "evictClients" => (
-            "client eviction under maxmemory-clients",
-            RedisClientEviction,
-        ),
-        "readQueryFromClient" => ("its query buffer limit check", RedisQueryBufferLimit),
-        "prepareForShutdown" | "finishShutdown" => ("its shutdown", RedisShutdown),
-        _ => return None,
-    })
-}
-
-/// Functions that free a client after its last reply: QUIT, or a protocol error.
-pub fn after_reply(func: &str) -> bool {
-    matches!(
-        func,
-        "writeToClient"
-            | "_writeToClient"
-            | "handleClientsWithPendingWrites"
-            | "sendReplyToClient"
-            | "handleClientsWithPendingWritesUsingThreads"
-    )
 }
 
 /// Redis 7 client flags worth naming (server.h).

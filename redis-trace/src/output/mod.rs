@@ -1,17 +1,19 @@
-//! Writers: JSON lines for tooling, a human timeline for the terminal.
+//! Writers: JSON lines for tooling, a human timeline for the terminal ([`timeline`]),
+//! private output files ([`files`]).
 //!
 //! Both are buffered and flushed by the capture loop once per drain, not per record:
 //! at thousands of connections a second, a write per record is what costs.
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal as _, Write};
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use crate::schema::{ConnectionClosed, ProcessEvent, ResetSeen};
-use crate::sources::procinfo::escape_name;
+mod files;
+mod timeline;
+
+pub use files::{create_private, write_private};
+pub use timeline::{closed_line, process_line, redis_status_line, reset_line, status_line};
 
 /// When to color (`--color`, as ripgrep has it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -51,66 +53,6 @@ impl JsonTarget {
             Self::File(PathBuf::from(s))
         }
     }
-}
-
-/// Creates an output file readable by its owner only (captures hold client addresses and
-/// process names), safely on a shared host: a new file is made with `O_CREAT|O_EXCL`
-/// (which never follows a symlink) and mode 0600 in the target's directory, then renamed
-/// over `path`. Whatever was at `path` (a symlink planted by another user, a file they
-/// own) is replaced, never followed, truncated or reused.
-pub fn create_private(path: &Path) -> Result<File> {
-    persist(new_private_beside(path)?, path)
-}
-
-/// Writes `bytes` to a new 0600 file beside `path` and renames it over `path` once
-/// complete: readers never see half a report, and nothing at `path` is followed.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = new_private_beside(path)?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.flush())
-        .with_context(|| format!("writing {}", path.display()))?;
-    persist(tmp, path).map(drop)?;
-    Ok(())
-}
-
-/// Renames the private temporary file over `path`.
-fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<File> {
-    tmp.persist(path).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!(
-            "cannot write {}: choose a path in a writable directory (not a directory's name)",
-            path.display()
-        ))
-    })
-}
-
-/// A new, empty 0600 file in `path`'s directory, removed again if it is not persisted.
-fn new_private_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} does not name a file", path.display()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(name);
-    prefix.push(".");
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "cannot write {}: choose a path in a writable directory",
-                path.display()
-            )
-        })?;
-    // The umask cannot widen 0600, but make sure of the mode whatever it is.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} private", path.display()))?;
-    Ok(tmp)
 }
 
 pub struct Writers {
@@ -192,124 +134,4 @@ impl Writers {
         }
         Ok(())
     }
-}
-
-/// The clock time of an RFC 3339 timestamp, for the timeline (HH:MM:SS.mmm).
-fn clock_of(time: &str) -> &str {
-    time.get(11..23).unwrap_or(time)
-}
-
-fn who(pid: Option<u32>, comm: Option<&str>) -> String {
-    match (pid, comm) {
-        (Some(p), Some(c)) => format!(" by {} [{p}]", escape_name(c)),
-        (Some(p), None) => format!(" by pid {p}"),
-        _ => String::new(),
-    }
-}
-
-/// ANSI color of a cause on the timeline: Redis's doing red, the client's green, the
-/// path's magenta, the kernel's cyan, unknown dim.
-fn cause_color(cause: &str) -> &'static str {
-    match cause {
-        "redis_close_unknown" => "\x1b[33m",
-        c if c.starts_with("redis_") => "\x1b[31m",
-        c if c.starts_with("client_") => "\x1b[32m",
-        "middlebox_reset" | "peer_reset" => "\x1b[35m",
-        "kernel_reset" => "\x1b[36m",
-        _ => "\x1b[2m",
-    }
-}
-
-pub fn closed_line(c: &ConnectionClosed) -> String {
-    closed_line_colored(c, false)
-}
-
-pub fn closed_line_colored(c: &ConnectionClosed, color: bool) -> String {
-    let packet = match (c.packet, c.rst_reason.as_deref()) {
-        (Some(p), Some(r)) => format!("{p} {r}"),
-        (Some(p), None) => p.to_string(),
-        (None, _) => "no packet".to_string(),
-    };
-    let side = c.closed_by_side.unwrap_or("unknown side");
-    let took = c
-        .duration_ms
-        .map(|d| format!(", after {d:.1} ms"))
-        .unwrap_or_default();
-    let timeout = if c.kernel_event == "timeout" {
-        " (kernel timeout)"
-    } else {
-        ""
-    };
-    let name = c
-        .redis_client
-        .as_ref()
-        .filter(|r| !r.name.is_empty())
-        .map(|r| format!(" [{}]", escape_name(&r.name)))
-        .unwrap_or_default();
-    let class = c
-        .client_class
-        .map(|k| format!(" ({k})"))
-        .unwrap_or_default();
-    // The key piece of evidence: the first one that is not the kernel's own sentence.
-    let key = c
-        .evidence
-        .iter()
-        .find(|e| !e.starts_with("kernel: the "))
-        .or(c.evidence.first())
-        .map(|e| format!("\n              {}", escape_name(e)))
-        .unwrap_or_default();
-    let cause = if color {
-        format!(
-            "{}{:<26}\x1b[0m",
-            cause_color(c.cause.as_str()),
-            c.cause.as_str()
-        )
-    } else {
-        format!("{:<26}", c.cause.as_str())
-    };
-    format!(
-        "{}  {cause} {}{name} -> {}  closed by {side} ({packet}){timeout}{}{took}{class}{key}",
-        clock_of(&c.time),
-        c.client,
-        c.server,
-        who(c.pid, c.comm.as_deref()),
-    )
-}
-
-pub fn reset_line(r: &ResetSeen) -> String {
-    let from = r.sent_by.unwrap_or("unseen sender");
-    let reason = r
-        .rst_reason
-        .as_deref()
-        .map(|s| format!(" {s}"))
-        .unwrap_or_default();
-    format!(
-        "{}  {} -> {}  RST{reason} sent by {from}{}",
-        clock_of(&r.time),
-        r.client,
-        r.server,
-        who(r.pid, r.comm.as_deref())
-    )
-}
-
-pub fn process_line(p: &ProcessEvent) -> String {
-    let what = match (p.event, &p.signal, &p.oom) {
-        ("oom_kill", _, Some(o)) => format!(
-            "OOM kill of {} [{}] (anon-rss {} MB)",
-            escape_name(&p.comm),
-            p.pid,
-            o.anon_rss_kb / 1024
-        ),
-        ("signal", Some(s), _) => format!(
-            "{} to {} [{}] from {} [{}] ({})",
-            s.name,
-            escape_name(&p.comm),
-            p.pid,
-            escape_name(&s.sender.comm),
-            s.sender.pid,
-            s.origin
-        ),
-        _ => format!("exit of {} [{}]", escape_name(&p.comm), p.pid),
-    };
-    format!("{}  {what}", clock_of(&p.time))
 }

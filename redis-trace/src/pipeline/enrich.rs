@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
-use crate::classify::{self, Cause, CounterWindow, Evidence, ProcEvent, ProcFact, Verdict};
-use crate::pipeline::assemble::monotonic_ns;
-use crate::schema::{ConnectionClosed, ProcessEvent, RedisClientView};
+use super::record;
+use crate::cause::Cause;
+use crate::classify::{self, CounterWindow, Facts, Verdict};
+use crate::kernel::assemble::KernelClose;
+use crate::schema::{
+    ConnectionClosed, ProcessEvent, RedisClientView, RedisCodePath, RedisState, RedisStatus, Side,
+};
 use crate::sources::redis::{ClientEntry, Poller, PollerMsg, RedisConfig, Snapshot, Target};
 use crate::sources::redis_log::{LogEvent, LogFollower, LogTail};
+use crate::time::monotonic_ns;
 
 /// How often Redis is polled (INFO; CLIENT LIST within the poller's own bounds).
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -25,27 +28,6 @@ const MAX_HOLD: Duration = Duration::from_secs(3);
 const KEEP: Duration = Duration::from_secs(120);
 /// CLIENT LIST entries kept after their client disappeared.
 const MAX_CLIENTS: usize = 200_000;
-
-/// A change in what redis-trace can see of a Redis server, for the JSON stream.
-#[derive(Debug, Clone, Serialize)]
-pub struct RedisStatus {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub time: String,
-    pub port: u16,
-    /// "connected" or "unavailable".
-    pub status: &'static str,
-    pub pid: Option<u32>,
-    pub version: Option<String>,
-    pub uptime_s: Option<u64>,
-    /// Set when the server's pid or run id changed since the last connection.
-    pub restarted: bool,
-    pub error: Option<String>,
-    pub logfile: Option<String>,
-    pub log_readable: bool,
-    /// Why the log is not read, when it is not.
-    pub log_note: Option<String>,
-}
 
 struct Window {
     to_mono: u64,
@@ -99,8 +81,10 @@ pub struct RedisSource {
 pub struct Enricher {
     servers: Vec<Server>,
     redis_pids: Vec<u32>,
-    proc_events: Vec<ProcEvent>,
-    held: VecDeque<(u64, Box<ConnectionClosed>)>,
+    proc_events: Vec<ProcessEvent>,
+    /// Connection ends waiting for their evidence, with the Redis code path the uprobes
+    /// named.
+    held: VecDeque<(Box<KernelClose>, Option<RedisCodePath>)>,
     last_close_mono: u64,
     started_mono: u64,
 }
@@ -330,10 +314,9 @@ impl Enricher {
                             s.open_log();
                         }
                         out.push(RedisStatus {
-                            kind: "redis_status",
-                            time: crate::time::rfc3339_micros(SystemTime::now()),
+                            time: Some(SystemTime::now()),
                             port: s.port,
-                            status: "connected",
+                            status: RedisState::Connected,
                             pid,
                             version: info.get("redis_version").cloned(),
                             uptime_s: info.get("uptime_in_seconds").and_then(|v| v.parse().ok()),
@@ -353,10 +336,9 @@ impl Enricher {
                         s.down_reason = Some(error.clone());
                         if was || s.last_poll_mono == 0 {
                             out.push(RedisStatus {
-                                kind: "redis_status",
-                                time: crate::time::rfc3339_micros(SystemTime::now()).to_string(),
+                                time: Some(SystemTime::now()),
                                 port: s.port,
-                                status: "unavailable",
+                                status: RedisState::Unavailable,
                                 pid: s.pid,
                                 version: None,
                                 uptime_s: None,
@@ -408,40 +390,24 @@ impl Enricher {
     }
 
     pub fn process_event(&mut self, p: &ProcessEvent) {
-        let time = humantime::parse_rfc3339(&p.time).unwrap_or_else(|_| SystemTime::now());
-        let fact = match (p.event, &p.signal) {
-            ("oom_kill", _) => ProcFact::OomKilled,
-            ("signal", Some(s)) => ProcFact::Signal {
-                sig: s.number,
-                name: s.name.clone(),
-                origin: s.origin.clone(),
-                sender_pid: s.sender.pid,
-                sender_comm: s.sender.comm.clone(),
-            },
-            _ => ProcFact::Exit,
-        };
-        self.proc_events.push(ProcEvent {
-            time,
-            pid: p.pid,
-            fact,
-        });
+        self.proc_events.push(p.clone());
         let cutoff = SystemTime::now() - KEEP;
-        self.proc_events.retain(|e| e.time >= cutoff);
+        self.proc_events
+            .retain(|e| e.time.is_none_or(|t| t >= cutoff));
     }
 
     /// Takes a connection's kernel record, to be classified when its evidence is in.
-    pub fn push(&mut self, c: Box<ConnectionClosed>, close_mono: u64) {
-        self.last_close_mono = self.last_close_mono.max(close_mono);
-        self.held.push_back((close_mono, c));
+    pub fn push(&mut self, c: Box<KernelClose>, code_path: Option<RedisCodePath>) {
+        self.last_close_mono = self.last_close_mono.max(c.close_ns);
+        self.held.push_back((c, code_path));
     }
 
     pub fn held(&self) -> usize {
         self.held.len()
     }
 
-    fn server_index(&self, c: &ConnectionClosed) -> Option<usize> {
-        let port = c.server.parse::<SocketAddr>().ok()?.port();
-        self.servers.iter().position(|s| s.port == port)
+    fn server_index(&self, c: &KernelClose) -> Option<usize> {
+        self.servers.iter().position(|s| s.port == c.server.port())
     }
 
     /// Classifies and returns every held record whose evidence is complete (all of them
@@ -449,8 +415,9 @@ impl Enricher {
     pub fn release(&mut self, all: bool) -> Vec<ConnectionClosed> {
         let now = monotonic_ns();
         let mut ready = Vec::new();
-        while let Some((mono, c)) = self.held.front() {
-            let server_side = c.closed_by_side == Some("server");
+        while let Some((c, _)) = self.held.front() {
+            let mono = &c.close_ns;
+            let server_side = c.closed_by_side == Some(Side::Server);
             let idx = self.server_index(c);
             let waiting_for_poll = server_side
                 && idx.is_some_and(|i| {
@@ -463,8 +430,8 @@ impl Enricher {
             if !all && ((waiting_for_poll && !too_long) || (server_side && !settle)) {
                 break;
             }
-            if let Some((mono, c)) = self.held.pop_front() {
-                ready.push((mono, c, idx));
+            if let Some((c, path)) = self.held.pop_front() {
+                ready.push((c, path, idx));
             }
         }
         if ready.is_empty() {
@@ -472,16 +439,16 @@ impl Enricher {
         }
         let mut verdicts: Vec<Verdict> = ready
             .iter()
-            .map(|(_, c, idx)| self.classify_one(c, *idx))
+            .map(|(c, path, idx)| self.classify_one(c, path.as_ref(), *idx))
             .collect();
         // Counter windows: Redis closes nothing else explained, per server and window.
         let mut groups: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
-        for (i, (mono, c, idx)) in ready.iter().enumerate() {
-            if c.closed_by_side != Some("server") {
+        for (i, (c, _, idx)) in ready.iter().enumerate() {
+            if c.closed_by_side != Some(Side::Server) {
                 continue;
             }
             if let Some(si) = idx
-                && let Some(wi) = self.servers[*si].window_index(*mono)
+                && let Some(wi) = self.servers[*si].window_index(c.close_ns)
             {
                 groups.entry((*si, wi)).or_default().push(i);
             }
@@ -496,33 +463,26 @@ impl Enricher {
         ready
             .into_iter()
             .zip(verdicts)
-            .map(|((_, mut c, idx), v)| {
-                if let Some(si) = idx
-                    && let Ok(a) = c.client.parse::<SocketAddr>()
-                    && let Some((e, t)) = self.servers[si].clients.get(&a)
-                {
-                    c.redis_client = Some(view(e, *t));
-                }
-                c.cause = v.cause;
-                c.closed_by = v.closed_by;
-                c.evidence = v.evidence;
-                c.client_class = v.client_class;
-                c.killer = v.killer;
-                *c
+            .map(|((c, path, idx), v)| {
+                let client = idx
+                    .and_then(|si| self.servers[si].clients.get(&c.client))
+                    .map(|(e, t)| view(e, *t));
+                record::connection_closed(&c, path, v, client)
             })
             .collect()
     }
 
-    fn classify_one(&self, c: &ConnectionClosed, idx: Option<usize>) -> Verdict {
+    fn classify_one(
+        &self,
+        c: &KernelClose,
+        code_path: Option<&RedisCodePath>,
+        idx: Option<usize>,
+    ) -> Verdict {
         let empty = Vec::new();
         let (log, client, config, redis_view, log_view) = match idx.map(|i| &self.servers[i]) {
             Some(s) => (
                 &s.log_lines,
-                c.client
-                    .parse::<SocketAddr>()
-                    .ok()
-                    .and_then(|a| s.clients.get(&a))
-                    .map(|(e, t)| (e, *t)),
+                s.clients.get(&c.client).map(|(e, t)| (e, *t)),
                 s.config.as_ref(),
                 match &s.down_reason {
                     None => Ok(()),
@@ -551,7 +511,8 @@ impl Enricher {
         let first_client_list = idx.and_then(|i| self.servers[i].first_clients_wall);
         let v = classify::classify(
             c,
-            &Evidence {
+            &Facts {
+                code_path,
                 redis_pids: pids,
                 first_client_list,
                 proc_events: &self.proc_events,

@@ -1,27 +1,38 @@
-//! `redis-trace capture`: attach, collect, assemble, write, and end cleanly.
-pub mod assemble;
+//! `redis-trace capture`'s pipeline: attach, collect, assemble, enrich, classify, write,
+//! and end cleanly.
+//!
+//! - this file: the capture loop ([`run`]), a [`Capture`] struct that owns its state;
+//! - [`enrich`]: Redis's view and the kernel's process events for each ended connection;
+//! - [`record`]: the `connection_closed` record, built once from all of that;
+//! - [`governor`]: the uprobes paused in a storm of connection ends.
 pub mod enrich;
+pub mod governor;
+pub mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use aya::maps::{MapData, RingBuf};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use self::assemble::{Assembled, Assembler, Clock, Owners, monotonic_ns};
-use crate::kernel::decode::{Record, comm};
+use self::enrich::{Enricher, RedisSource};
+use self::governor::UprobeGovernor;
+use crate::kernel::assemble::{Assembled, Assembler, KernelClose, Owners};
+use crate::kernel::decode::{self, comm};
 use crate::kernel::{load, uprobes};
-use crate::output::{JsonTarget, Writers, closed_line_colored, process_line, reset_line};
-use crate::pipeline::enrich::{Enricher, RedisSource, RedisStatus};
+use crate::output::{self, JsonTarget, Writers};
 use crate::schema::{
-    CaptureEnded, CaptureStarted, ConnectionClosed, Counts, OomInfo, PortSource, ProcessEvent,
-    ProcessRef, SCHEMA_VERSION, SignalInfo, TracedPort, signal_name, signal_origin, signal_result,
+    CaptureEnded, CaptureStarted, ConnectionClosed, Counts, EndedBy, OomInfo, PortSource,
+    ProbeStatus, ProcessEvent, ProcessEventKind, ProcessRef, Record, RedisCodePath, RedisStatus,
+    RedisUprobes, SCHEMA_VERSION, SignalInfo, TracedPort,
 };
 use crate::signals::{self, Signals};
 use crate::sources::procinfo::{self, SERVER_NAMES};
 use crate::sources::redis::Target;
 use crate::stderr;
+use crate::time::{Clock, monotonic_ns};
 use redis_trace_ebpf::{ProcEvent, proc_event};
 
 /// How long records about one connection are held for their RST/error companions.
@@ -162,16 +173,6 @@ fn owners_at_start(ports: &[u16]) -> Owners {
         .collect()
 }
 
-/// Why the capture ended.
-#[derive(Debug, Clone, Copy)]
-enum Ending {
-    Interrupt,
-    Terminate,
-    Duration,
-}
-
-/// Runs a capture until a signal (see [`Signals`]: installed by the caller before
-/// anything else), `--duration`, or an error.
 /// What a capture wrote first and last.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -179,446 +180,407 @@ pub struct Outcome {
     pub ended: CaptureEnded,
 }
 
+/// Runs a capture until a signal (see [`Signals`]: installed by the caller before
+/// anything else), `--duration`, or an error.
 pub async fn run(opts: Options, mut signals: Signals) -> Result<Outcome> {
-    let started = Instant::now();
-    check_privileges()?;
-    // With --port, attach first and look at /proc afterwards: the probes are live within
-    // milliseconds of the start, however many processes the host runs.
-    let mut discovered = None;
-    if opts.ports.is_empty() {
-        discovered = Some(redis_processes());
+    let (mut capture, backlog) = Capture::start(&opts)?;
+    for item in backlog {
+        capture.flow.record(&item)?;
     }
-    let (mut ports, port_source) =
-        choose_ports(&opts, discovered.as_ref().map(|d| d.0.as_slice()))?;
-    let port_numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
+    let ending = capture.follow(&opts, &mut signals).await?;
+    capture.finish(ending, &signals).await
+}
 
-    let mut notes = Vec::new();
-    let root = load::tracefs_root(&mut notes)?;
-    for n in &notes {
-        stderr::note(n);
-    }
-    let proc_names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
-    let mut loaded = load::load(
-        &root,
-        &load::Settings {
-            ports: &port_numbers,
-            proc_names: &proc_names,
-        },
-    )?;
-    let live_ms = started.elapsed().as_millis();
-    let (found, watched) = match discovered {
-        Some(d) => d,
-        None => redis_processes(),
-    };
-    if port_source == PortSource::CommandLine {
-        (ports, _) = choose_ports(&opts, Some(&found))?;
-    }
-    load::watch_pids(&mut loaded.ebpf, &watched)?;
-    // Uprobes on each traced Redis: which of its code paths freed each client.
-    let mut redis_probes = Vec::new();
-    let mut symbols: HashMap<u32, uprobes::Symbols> = HashMap::new();
-    let mut links: HashMap<u32, Vec<uprobes::Link>> = HashMap::new();
-    if opts.uprobes {
-        let mut pids: Vec<u32> = ports
-            .iter()
-            .filter_map(|p| p.process.as_ref().map(|p| p.pid))
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        for pid in pids {
-            let (report, attached) = uprobes::attach(&mut loaded.ebpf, pid);
-            if let Some(why) = &report.unavailable {
-                stderr::warn(&format!("no uprobes on redis-server pid {pid}: {why}"));
-            }
-            if let Some((s, l)) = attached {
-                symbols.insert(pid, s);
-                links.insert(pid, l);
-            }
-            redis_probes.push(report);
+/// A running capture: the kernel programs, the records on their way, the outputs.
+struct Capture {
+    started: Instant,
+    ebpf: aya::Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    unavailable: Vec<ProbeStatus>,
+    begin: CaptureStarted,
+    /// Uprobes: each probed Redis's links, and every pid probed so far.
+    links: HashMap<u32, Vec<uprobes::Link>>,
+    probed: HashSet<u32>,
+    governor: UprobeGovernor,
+    flow: Flow,
+}
+
+/// Where the kernel's records go: assembled, enriched, classified, written.
+struct Flow {
+    clock: Clock,
+    /// Pids of the Redis processes whose process events are reported as Redis's.
+    watched: HashSet<u32>,
+    assembler: Assembler,
+    enricher: Enricher,
+    writers: Writers,
+    counts: Counts,
+    bad_records: u64,
+    /// Connection ends handed over by the kernel (the uprobes' cost follows them).
+    closes_seen: u64,
+    /// Each probed Redis's symbols, to name its code paths.
+    symbols: HashMap<u32, uprobes::Symbols>,
+    assembled: Vec<Assembled>,
+}
+
+impl Capture {
+    /// Attaches everything and writes `capture_started`; returns the kernel records that
+    /// arrived meanwhile, to be taken first.
+    fn start(opts: &Options) -> Result<(Self, Vec<Vec<u8>>)> {
+        let started = Instant::now();
+        check_privileges()?;
+        // With --port, attach first and look at /proc afterwards: the probes are live
+        // within milliseconds of the start, however many processes the host runs.
+        let discovered = opts.ports.is_empty().then(redis_processes);
+        let (mut ports, port_source) =
+            choose_ports(opts, discovered.as_ref().map(|d| d.0.as_slice()))?;
+        let port_numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
+
+        let mut notes = Vec::new();
+        let root = load::tracefs_root(&mut notes)?;
+        for n in &notes {
+            stderr::note(n);
         }
-    }
-    for p in &ports {
-        match &p.process {
-            Some(pr) => stderr::note(&format!(
-                "tracing port {} ({} pid {})",
-                p.port, pr.comm, pr.pid
-            )),
-            None => stderr::note(&format!(
-                "tracing port {} (no Redis process listens on it now)",
-                p.port
-            )),
+        let proc_names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+        let load::Loaded {
+            mut ebpf,
+            mut ring,
+            attached,
+            unavailable,
+            reasons,
+        } = load::load(
+            &root,
+            &load::Settings {
+                ports: &port_numbers,
+                proc_names: &proc_names,
+            },
+        )?;
+        let live_ms = started.elapsed().as_millis();
+        let (found, watched) = match discovered {
+            Some(d) => d,
+            None => redis_processes(),
+        };
+        if port_source == PortSource::CommandLine {
+            (ports, _) = choose_ports(opts, Some(&found))?;
         }
-    }
-    for u in &loaded.unavailable {
-        stderr::warn(&format!(
-            "{} unavailable ({}): {}",
-            u.probe,
-            u.why.as_deref().unwrap_or("?"),
-            u.cost.as_deref().unwrap_or("?")
+        load::watch_pids(&mut ebpf, &watched)?;
+        // Uprobes on each traced Redis: which of its code paths freed each client.
+        let mut redis_probes = Vec::new();
+        let mut symbols = HashMap::new();
+        let mut links = HashMap::new();
+        if opts.uprobes {
+            let mut pids: Vec<u32> = ports
+                .iter()
+                .filter_map(|p| p.process.as_ref().map(|p| p.pid))
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            for pid in pids {
+                let (report, probes) = uprobes::attach(&mut ebpf, pid);
+                if let Some(why) = &report.unavailable {
+                    stderr::warn(&format!("no uprobes on redis-server pid {pid}: {why}"));
+                }
+                if let Some((s, l)) = probes {
+                    symbols.insert(pid, s);
+                    links.insert(pid, l);
+                }
+                redis_probes.push(report);
+            }
+        }
+        for p in &ports {
+            match &p.process {
+                Some(pr) => stderr::note(&format!(
+                    "tracing port {} ({} pid {})",
+                    p.port, pr.comm, pr.pid
+                )),
+                None => stderr::note(&format!(
+                    "tracing port {} (no Redis process listens on it now)",
+                    p.port
+                )),
+            }
+        }
+        for u in &unavailable {
+            stderr::warn(&format!(
+                "{} unavailable ({}): {}",
+                u.probe,
+                u.why.as_deref().unwrap_or("?"),
+                u.cost.as_deref().unwrap_or("?")
+            ));
+        }
+        let owners = owners_at_start(&port_numbers);
+        let open_at_start = owners
+            .keys()
+            .filter(|(l, _)| port_numbers.contains(&l.port()))
+            .count();
+
+        let clock = Clock::new();
+        // Redis's own view first (bounded): a close in the capture's first second
+        // deserves its CLIENT LIST entry and log line too. The kernel's records wait in a
+        // backlog.
+        let mut enricher = Enricher::new(redis_sources(opts, &ports)?, watched.clone());
+        let mut backlog: Vec<Vec<u8>> = Vec::new();
+        let early_status = enricher.wait_ready(Duration::from_millis(1500), || {
+            while let Some(item) = ring.next() {
+                backlog.push(item.to_vec());
+            }
+        });
+        let begin = CaptureStarted {
+            schema_version: SCHEMA_VERSION,
+            time: Some(clock.wall(monotonic_ns())),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            host: hostname(),
+            kernel: kernel_release(),
+            ports,
+            port_source,
+            probes_attached: attached,
+            probes_unavailable: unavailable.clone(),
+            open_connections_at_start: open_at_start,
+            redis_uprobes: redis_probes,
+        };
+        let probed: HashSet<u32> = begin.redis_uprobes.iter().map(|r| r.pid).collect();
+        // Outputs are opened only now that every check passed: a capture that could not
+        // start leaves an existing file as it was.
+        let mut writers = Writers::open(opts.json.as_ref(), opts.quiet, opts.color)?;
+        // Every probe is live now: scripts may wait for this line.
+        writers.json(&Record::CaptureStarted(begin.clone()))?;
+        writers.flush()?;
+        stderr::note(&format!(
+            "capturing ({} probes attached, live {live_ms} ms after start); Ctrl-C to stop",
+            begin.probes_attached.len(),
         ));
+        // SAFETY: the ring buffer's fd is owned by the RingBuf moved into the AsyncFd, so
+        // it stays open for as long as it is registered.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let mut capture = Self {
+            started,
+            ebpf,
+            ring,
+            unavailable,
+            begin,
+            links,
+            probed,
+            governor: UprobeGovernor::new(),
+            flow: Flow {
+                clock,
+                watched: watched.iter().copied().collect(),
+                assembler: Assembler::new(GRACE, reasons, clock, owners),
+                enricher,
+                writers,
+                counts: Counts::default(),
+                bad_records: 0,
+                closes_seen: 0,
+                symbols,
+                assembled: Vec::new(),
+            },
+        };
+        capture.flow.write_status(early_status)?;
+        Ok((capture, backlog))
     }
-    let owners = owners_at_start(&port_numbers);
-    let open_at_start = owners
-        .keys()
-        .filter(|(l, _)| port_numbers.contains(&l.port()))
-        .count();
 
-    let clock = Clock::new();
-    // Redis's own view first (bounded): a close in the capture's first second deserves
-    // its CLIENT LIST entry and log line too. The kernel's records wait in a backlog.
-    let mut enricher = Enricher::new(redis_sources(&opts, &ports)?, watched.clone());
-    let mut backlog: Vec<Vec<u8>> = Vec::new();
-    let early_status = enricher.wait_ready(Duration::from_millis(1500), || {
-        while let Some(item) = loaded.ring.next() {
-            backlog.push(item.to_vec());
-        }
-    });
-    let begin = CaptureStarted {
-        kind: "capture_started",
-        schema_version: SCHEMA_VERSION,
-        time: clock.rfc3339(monotonic_ns()),
-        tool_version: env!("CARGO_PKG_VERSION"),
-        host: hostname(),
-        kernel: kernel_release(),
-        ports: ports.clone(),
-        port_source,
-        probes_attached: loaded.attached.clone(),
-        probes_unavailable: loaded.unavailable.clone(),
-        open_connections_at_start: open_at_start,
-        redis_uprobes: redis_probes,
-    };
-    let redis_probes_pids: HashSet<u32> = begin.redis_uprobes.iter().map(|r| r.pid).collect();
-    // Outputs are opened only now that every check passed: a capture that could not
-    // start leaves an existing file as it was.
-    let mut writers = Writers::open(opts.json.as_ref(), opts.quiet, opts.color)?;
-    // Every probe is live now: scripts may wait for this line.
-    writers.json(&begin)?;
-    writers.flush()?;
-    stderr::note(&format!(
-        "capturing ({} probes attached, live {live_ms} ms after start); Ctrl-C to stop",
-        loaded.attached.len(),
-    ));
-
-    let watched_set: HashSet<u32> = watched.iter().copied().collect();
-    let mut assembler = Assembler::new(GRACE, loaded.reasons.clone(), clock, owners);
-    write_status(early_status, &mut writers)?;
-    let mut counts = Counts::default();
-    let mut bad_records = 0u64;
-    let mut closes_seen = 0u64;
-    let mut out = Vec::new();
-    // The record path's borrows of the loop's state, taken afresh where records flow.
-    macro_rules! sinks {
-        () => {
-            Sinks {
-                assembler: &mut assembler,
-                enricher: &mut enricher,
-                watched: &watched_set,
-                clock: &clock,
-                writers: &mut writers,
-                counts: &mut counts,
-                bad: &mut bad_records,
-                closes: &mut closes_seen,
+    /// Follows the kernel's records until a signal or the `--duration`.
+    async fn follow(&mut self, opts: &Options, signals: &mut Signals) -> Result<EndedBy> {
+        let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+        let sleep_until = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
             }
         };
-    }
-    {
-        let mut sinks = sinks!();
-        for item in backlog.drain(..) {
-            sinks.record(&item)?;
-        }
-    }
-
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let sleep_until = async move {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(sleep_until);
-    let mut tick = tokio::time::interval(DRAIN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // SAFETY: the ring buffer's fd is owned by the RingBuf moved into the AsyncFd, so it
-    // stays open for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register_with_interest(loaded.ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-
-    let mut last_status = Instant::now();
-    let mut governor = UprobeGovernor::new();
-    let mut probed: HashSet<u32> = redis_probes_pids;
-    let ending = loop {
-        tokio::select! {
-            kind = signals.stopped() => break match kind {
-                signals::Kind::Interrupt => Ending::Interrupt,
-                signals::Kind::Terminate => Ending::Terminate,
-            },
-            _ = &mut sleep_until => break Ending::Duration,
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                guard.clear_ready();
-            }
-            _ = tick.tick() => {}
-        }
-        sinks!().drain(ring.get_mut())?;
-        assembler.flush(monotonic_ns(), &mut out);
-        write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
-        let statuses = enricher.poll_sources();
-        if opts.uprobes {
-            // A Redis that (re)started during the capture: probe its new process too
-            // (later, if the probes are paused for churn).
-            for pid in statuses.iter().filter_map(|s| s.pid) {
-                if probed.insert(pid) {
-                    if governor.paused {
-                        governor.pending.push(pid);
-                        continue;
-                    }
-                    let (report, attached) = uprobes::attach(&mut loaded.ebpf, pid);
-                    if let Some((s, l)) = attached {
-                        symbols.insert(pid, s);
-                        links.insert(pid, l);
-                    }
-                    writers.json(&serde_json::json!({
-                        "type": "redis_uprobes",
-                        "time": clock.rfc3339(monotonic_ns()),
-                        "probes": report,
-                    }))?;
+        tokio::pin!(sleep_until);
+        let mut tick = tokio::time::interval(DRAIN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_status = Instant::now();
+        loop {
+            tokio::select! {
+                kind = signals.stopped() => return Ok(match kind {
+                    signals::Kind::Interrupt => EndedBy::Interrupt,
+                    signals::Kind::Terminate => EndedBy::Terminate,
+                }),
+                _ = &mut sleep_until => return Ok(EndedBy::Duration),
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard.context("waiting on the ring buffer")?;
+                    guard.clear_ready();
                 }
+                _ = tick.tick() => {}
             }
-            if let Some(note) = governor.tick(closes_seen, &mut links, &mut loaded.ebpf) {
-                writers.json(&serde_json::json!({
-                    "type": "redis_uprobes",
-                    "time": clock.rfc3339(monotonic_ns()),
-                    "note": note,
-                }))?;
-                stderr::note(&note);
+            self.drain()?;
+            self.flow.assemble(monotonic_ns())?;
+            let statuses = self.flow.enricher.poll_sources();
+            if opts.uprobes {
+                self.follow_uprobes(&statuses)?;
+            }
+            self.flow.write_status(statuses)?;
+            let closed = self.flow.enricher.release(false);
+            self.flow.write_closed(closed)?;
+            self.flow.writers.flush()?;
+            if self.flow.writers.status_allowed() && last_status.elapsed() >= Duration::from_secs(1)
+            {
+                last_status = Instant::now();
+                let lost = load::counters(&self.ebpf).map_or(0, |k| k.ring_full);
+                let line = output::status_line(self.started.elapsed(), &self.flow.counts, lost);
+                self.flow.writers.status(&line);
             }
         }
-        write_status(statuses, &mut writers)?;
-        write_closed(enricher.release(false), &mut writers, &mut counts)?;
-        writers.flush()?;
-        if writers.status_allowed() && last_status.elapsed() >= Duration::from_secs(1) {
-            last_status = Instant::now();
-            let lost = load::counters(&loaded.ebpf)
-                .map(|k| k.ring_full)
-                .unwrap_or(0);
-            writers.status(&status_line(started.elapsed(), &counts, lost));
-        }
-    };
-
-    // Stop: collect what the kernel still holds, then everything pending.
-    sinks!().drain(ring.get_mut())?;
-    assembler.flush(u64::MAX, &mut out);
-    write_assembled(&mut out, &symbols, &mut enricher, &mut writers, &mut counts)?;
-    // Redis-side closes wait for the poll after them: give it its moment, bounded.
-    let until = Instant::now() + Duration::from_millis(1500);
-    // A second Ctrl-C cuts this wait short: what is held is written at once.
-    while enricher.held() > 0 && Instant::now() < until && signals.count() < 2 {
-        write_status(enricher.poll_sources(), &mut writers)?;
-        write_closed(enricher.release(false), &mut writers, &mut counts)?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    write_status(enricher.poll_sources(), &mut writers)?;
-    write_closed(enricher.release(true), &mut writers, &mut counts)?;
-    let own_connections = assembler.own_skipped;
-    enricher.stop();
-    let kc = load::counters(&loaded.ebpf).unwrap_or_default();
-    loaded.ring = ring.into_inner();
-    let end = CaptureEnded {
-        kind: "capture_ended",
-        time: clock.rfc3339(monotonic_ns()),
-        duration_s: started.elapsed().as_secs_f64(),
-        ended_by: match ending {
-            Ending::Interrupt => "interrupt",
-            Ending::Terminate => "terminate",
-            Ending::Duration => "duration",
-        },
-        counts,
-        lost_events: kc.ring_full,
-        untracked_connections: kc.conn_map_full,
-        bad_records: bad_records + kc.read_failed,
-        connections_without_start: assembler.without_start,
-        own_connections,
-        own_connections_unmarked: kc.own_socks_full,
-        probes_unavailable: loaded.unavailable.iter().map(|u| u.probe.clone()).collect(),
-    };
-    writers.json(&end)?;
-    writers.flush()?;
-    // Dropping `loaded` detaches every program.
-    drop(loaded);
-    Ok(Outcome {
-        started: begin,
-        ended: end,
-    })
-}
 
-/// Everything a record may touch on its way to the output.
-struct Sinks<'a> {
-    assembler: &'a mut Assembler,
-    enricher: &'a mut Enricher,
-    watched: &'a HashSet<u32>,
-    clock: &'a Clock,
-    writers: &'a mut Writers,
-    counts: &'a mut Counts,
-    bad: &'a mut u64,
-    /// Connection ends handed over by the kernel (the uprobes' cost follows them).
-    closes: &'a mut u64,
-}
-
-impl Sinks<'_> {
-    fn record(&mut self, bytes: &[u8]) -> Result<()> {
-        match Record::decode(bytes) {
-            Ok(Record::Closed(c)) => {
-                *self.closes += 1;
-                self.assembler.push_closed(c);
+    /// Probes a Redis that (re)started during the capture (later, if the probes are
+    /// paused for churn), and pauses or resumes the uprobes.
+    fn follow_uprobes(&mut self, statuses: &[RedisStatus]) -> Result<()> {
+        for pid in statuses.iter().filter_map(|s| s.pid) {
+            if !self.probed.insert(pid) {
+                continue;
             }
-            Ok(Record::Sock(s)) => self.assembler.push_sock(s),
-            Ok(Record::Proc(p)) => {
-                let ev = process_event(&p, self.watched, self.clock);
-                self.enricher.process_event(&ev);
-                self.counts.process_events += 1;
-                self.writers.json(&ev)?;
-                self.writers.text(&process_line(&ev))?;
+            if self.governor.paused {
+                self.governor.pending.push(pid);
+                continue;
             }
-            Err(_) => *self.bad += 1,
+            let (report, attached) = uprobes::attach(&mut self.ebpf, pid);
+            if let Some((s, l)) = attached {
+                self.flow.symbols.insert(pid, s);
+                self.links.insert(pid, l);
+            }
+            self.flow.writers.json(&Record::RedisUprobes(RedisUprobes {
+                time: Some(self.flow.clock.wall(monotonic_ns())),
+                probes: Some(report),
+                note: None,
+            }))?;
+        }
+        if let Some(note) =
+            self.governor
+                .tick(self.flow.closes_seen, &mut self.links, &mut self.ebpf)
+        {
+            self.flow.writers.json(&Record::RedisUprobes(RedisUprobes {
+                time: Some(self.flow.clock.wall(monotonic_ns())),
+                probes: None,
+                note: Some(note.clone()),
+            }))?;
+            stderr::note(&note);
         }
         Ok(())
+    }
+
+    /// Collects what the kernel still holds, then everything pending, and writes
+    /// `capture_ended`.
+    async fn finish(mut self, ending: EndedBy, signals: &Signals) -> Result<Outcome> {
+        self.drain()?;
+        self.flow.assemble(u64::MAX)?;
+        // Redis-side closes wait for the poll after them: give it its moment, bounded.
+        let until = Instant::now() + Duration::from_millis(1500);
+        // A second Ctrl-C cuts this wait short: what is held is written at once.
+        while self.flow.enricher.held() > 0 && Instant::now() < until && signals.count() < 2 {
+            let statuses = self.flow.enricher.poll_sources();
+            self.flow.write_status(statuses)?;
+            let closed = self.flow.enricher.release(false);
+            self.flow.write_closed(closed)?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let statuses = self.flow.enricher.poll_sources();
+        self.flow.write_status(statuses)?;
+        let closed = self.flow.enricher.release(true);
+        self.flow.write_closed(closed)?;
+        self.flow.enricher.stop();
+        let kc = load::counters(&self.ebpf).unwrap_or_default();
+        let end = CaptureEnded {
+            time: Some(self.flow.clock.wall(monotonic_ns())),
+            duration_s: self.started.elapsed().as_secs_f64(),
+            ended_by: ending,
+            counts: self.flow.counts,
+            lost_events: kc.ring_full,
+            untracked_connections: kc.conn_map_full,
+            bad_records: self.flow.bad_records + kc.read_failed,
+            connections_without_start: self.flow.assembler.without_start,
+            own_connections: self.flow.assembler.own_skipped,
+            own_connections_unmarked: kc.own_socks_full,
+            probes_unavailable: self.unavailable.iter().map(|u| u.probe.clone()).collect(),
+        };
+        self.flow.writers.json(&Record::CaptureEnded(end.clone()))?;
+        self.flow.writers.flush()?;
+        // Dropping the capture detaches every program.
+        Ok(Outcome {
+            started: self.begin,
+            ended: end,
+        })
     }
 
     /// Takes every record the kernel has handed over.
-    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Result<()> {
-        while let Some(item) = ring.next() {
-            self.record(&item)?;
+    fn drain(&mut self) -> Result<()> {
+        while let Some(item) = self.ring.get_mut().next() {
+            self.flow.record(&item)?;
         }
         Ok(())
     }
 }
 
-/// Connection records go to the enricher, to be written once classified; resets are
-/// written at once.
-fn write_assembled(
-    out: &mut Vec<Assembled>,
-    symbols: &HashMap<u32, uprobes::Symbols>,
-    enricher: &mut Enricher,
-    writers: &mut Writers,
-    counts: &mut Counts,
-) -> Result<()> {
-    for a in out.drain(..) {
-        match a {
-            Assembled::Closed(mut c) => {
-                c.redis_code_path = code_path(&c, symbols);
-                let ns = c.close_ns;
-                enricher.push(c, ns);
+impl Flow {
+    /// One record from the ring buffer.
+    fn record(&mut self, bytes: &[u8]) -> Result<()> {
+        match decode::Record::decode(bytes) {
+            Ok(decode::Record::Closed(c)) => {
+                self.closes_seen += 1;
+                self.assembler.push_closed(c);
             }
-            Assembled::Reset(r) => {
-                counts.resets += 1;
-                writers.json(&r)?;
-                writers.text(&reset_line(&r))?;
+            Ok(decode::Record::Sock(s)) => self.assembler.push_sock(s),
+            Ok(decode::Record::Proc(p)) => {
+                let ev = process_event(&p, &self.watched, &self.clock);
+                self.enricher.process_event(&ev);
+                self.counts.process_events += 1;
+                self.writers.text(&output::process_line(&ev))?;
+                self.writers.json(&Record::ProcessEvent(ev))?;
             }
+            Err(_) => self.bad_records += 1,
         }
-    }
-    Ok(())
-}
-
-fn write_closed(
-    closed: Vec<ConnectionClosed>,
-    writers: &mut Writers,
-    counts: &mut Counts,
-) -> Result<()> {
-    for c in closed {
-        counts.connections_closed += 1;
-        *counts.by_cause.entry(c.cause.as_str()).or_default() += 1;
-        writers.json(&c)?;
-        let line = closed_line_colored(&c, writers.color);
-        writers.text(&line)?;
-    }
-    Ok(())
-}
-
-/// Keeps the uprobes' cost to Redis bounded: each freed client costs Redis a uprobe
-/// trap (~2 µs here), so above this many connection ends a second the uprobes are
-/// paused (causes then rest on the other evidence), and resumed once it is calm.
-const UPROBE_MAX_ENDS_PER_S: f64 = 1000.0;
-const UPROBE_CALM_FOR: Duration = Duration::from_secs(10);
-
-struct UprobeGovernor {
-    paused: bool,
-    /// Redis pids to probe again when resuming.
-    pending: Vec<u32>,
-    last: Instant,
-    last_closes: u64,
-    calm_since: Option<Instant>,
-}
-
-impl UprobeGovernor {
-    fn new() -> Self {
-        Self {
-            paused: false,
-            pending: Vec::new(),
-            last: Instant::now(),
-            last_closes: 0,
-            calm_since: None,
-        }
+        Ok(())
     }
 
-    /// Once a second: pauses or resumes the uprobes; says what it did.
-    fn tick(
-        &mut self,
-        closes: u64,
-        links: &mut HashMap<u32, Vec<uprobes::Link>>,
-        ebpf: &mut aya::Ebpf,
-    ) -> Option<String> {
-        let elapsed = self.last.elapsed();
-        if elapsed < Duration::from_secs(1) {
-            return None;
-        }
-        let rate = closes.saturating_sub(self.last_closes) as f64 / elapsed.as_secs_f64();
-        self.last = Instant::now();
-        self.last_closes = closes;
-        if !self.paused {
-            if rate <= UPROBE_MAX_ENDS_PER_S || links.is_empty() {
-                return None;
-            }
-            self.paused = true;
-            self.calm_since = None;
-            for (pid, l) in links.drain() {
-                uprobes::detach(ebpf, l);
-                self.pending.push(pid);
-            }
-            let _ = uprobes::set_enabled(ebpf, false);
-            return Some(format!(
-                "uprobes paused: {rate:.0} connection ends/s (above {UPROBE_MAX_ENDS_PER_S:.0}/s, \
-                 each costs Redis a uprobe trap); code paths resume when it calms down"
-            ));
-        }
-        if rate > UPROBE_MAX_ENDS_PER_S / 5.0 {
-            self.calm_since = None;
-            return None;
-        }
-        if self.calm_since.get_or_insert_with(Instant::now).elapsed() < UPROBE_CALM_FOR {
-            return None;
-        }
-        self.paused = false;
-        let mut resumed = Vec::new();
-        for pid in self.pending.drain(..) {
-            if let (_, Some((_, l))) = uprobes::attach(ebpf, pid) {
-                links.insert(pid, l);
-                resumed.push(pid.to_string());
+    /// Connections whose grace period is over go to the enricher, named by their Redis
+    /// code path; resets are written at once.
+    fn assemble(&mut self, now_ns: u64) -> Result<()> {
+        self.assembler.flush(now_ns, &mut self.assembled);
+        for a in std::mem::take(&mut self.assembled) {
+            match a {
+                Assembled::Closed(c) => {
+                    let path = code_path(&c, &self.symbols);
+                    self.enricher.push(c, path);
+                }
+                Assembled::Reset(r) => {
+                    self.counts.resets += 1;
+                    self.writers.text(&output::reset_line(&r))?;
+                    self.writers.json(&Record::Reset(r))?;
+                }
             }
         }
-        Some(format!(
-            "uprobes resumed on redis-server pid {} ({rate:.0} connection ends/s)",
-            resumed.join(", ")
-        ))
+        Ok(())
+    }
+
+    fn write_closed(&mut self, closed: Vec<ConnectionClosed>) -> Result<()> {
+        for c in closed {
+            self.counts.connections_closed += 1;
+            *self
+                .counts
+                .by_cause
+                .entry(c.cause.as_str().to_string())
+                .or_default() += 1;
+            let line = output::closed_line(&c, self.writers.color);
+            self.writers.json(&Record::ConnectionClosed(Box::new(c)))?;
+            self.writers.text(&line)?;
+        }
+        Ok(())
+    }
+
+    fn write_status(&mut self, statuses: Vec<RedisStatus>) -> Result<()> {
+        for st in statuses {
+            // The version and the error text are Redis's words: stderr escapes them.
+            stderr::note(&output::redis_status_line(&st));
+            self.writers.json(&Record::RedisStatus(st))?;
+        }
+        Ok(())
     }
 }
 
 /// Names the Redis functions behind a close from the closing process's own symbols.
-fn code_path(
-    c: &ConnectionClosed,
-    symbols: &HashMap<u32, uprobes::Symbols>,
-) -> Option<crate::schema::RedisCodePath> {
-    let (freed_from, decided_in, flags) = c.redis_raw;
-    if decided_in == 0 {
+fn code_path(c: &KernelClose, symbols: &HashMap<u32, uprobes::Symbols>) -> Option<RedisCodePath> {
+    let raw = c.redis;
+    if raw.decided_in == 0 {
         return None;
     }
     let syms = symbols.get(&c.pid?)?;
@@ -626,75 +588,17 @@ fn code_path(
         syms.name(a)
             .map_or_else(|| format!("{a:#x}"), str::to_string)
     };
-    Some(crate::schema::RedisCodePath {
-        decided_in: name(decided_in),
-        freed_from: name(freed_from),
-        client_flags: (flags != redis_trace_ebpf::NO_FLAGS).then(|| {
-            uprobes::describe_flags(flags)
+    Some(RedisCodePath {
+        decided_in: name(raw.decided_in),
+        freed_from: name(raw.freed_from),
+        client_flags: (raw.client_flags != redis_trace_ebpf::NO_FLAGS).then(|| {
+            uprobes::describe_flags(raw.client_flags)
                 .into_iter()
                 .filter(|(_, set)| *set)
-                .map(|(n, _)| n)
+                .map(|(n, _)| n.to_string())
                 .collect()
         }),
     })
-}
-
-/// The live status line: elapsed, connections ended, the top causes, lost events.
-fn status_line(elapsed: Duration, counts: &Counts, lost: u64) -> String {
-    let mut top: Vec<(&&str, &u64)> = counts.by_cause.iter().collect();
-    top.sort_by(|a, b| b.1.cmp(a.1));
-    let causes: Vec<String> = top
-        .iter()
-        .take(4)
-        .map(|(c, n)| format!("{c} {n}"))
-        .collect();
-    format!(
-        "[{}s] {} ended | {} | lost {lost}",
-        elapsed.as_secs(),
-        counts.connections_closed,
-        if causes.is_empty() {
-            "-".to_string()
-        } else {
-            causes.join(", ")
-        }
-    )
-}
-
-fn write_status(statuses: Vec<RedisStatus>, writers: &mut Writers) -> Result<()> {
-    for st in statuses {
-        writers.json(&st)?;
-        let line = match st.status {
-            "connected" => format!(
-                "Redis on port {} {}: pid {}, version {}, up {} s; its log is {}{}",
-                st.port,
-                if st.restarted {
-                    "restarted"
-                } else {
-                    "connected"
-                },
-                st.pid.map_or("?".into(), |p| p.to_string()),
-                st.version.as_deref().unwrap_or("?"),
-                st.uptime_s.map_or("?".into(), |u| u.to_string()),
-                if st.log_readable {
-                    "read too"
-                } else {
-                    "not readable"
-                },
-                st.log_note
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
-            ),
-            _ => format!(
-                "Redis on port {} unavailable ({}): causes fall back to kernel evidence",
-                st.port,
-                st.error.as_deref().unwrap_or("?")
-            ),
-        };
-        // The version and the error text are Redis's words: stderr escapes them.
-        stderr::note(&line);
-    }
-    Ok(())
 }
 
 fn redis_sources(opts: &Options, ports: &[TracedPort]) -> Result<Vec<RedisSource>> {
@@ -741,7 +645,7 @@ fn process_event(p: &ProcEvent, watched: &HashSet<u32>, clock: &Clock) -> Proces
     };
     let (event, signal, oom) = match p.what {
         proc_event::OOM_VICTIM => (
-            "oom_kill",
+            ProcessEventKind::OomKill,
             None,
             Some(OomInfo {
                 total_vm_kb: p.total_vm,
@@ -755,21 +659,20 @@ fn process_event(p: &ProcEvent, watched: &HashSet<u32>, clock: &Clock) -> Proces
             }),
         ),
         proc_event::SIGNAL => (
-            "signal",
+            ProcessEventKind::Signal,
             Some(SignalInfo {
                 number: p.sig,
-                name: signal_name(p.sig),
-                origin: signal_origin(p.code),
+                name: decode::signal_name(p.sig),
+                origin: decode::signal_origin(p.code),
                 sender: actor,
-                result: signal_result(p.result),
+                result: decode::signal_result(p.result),
             }),
             None,
         ),
-        _ => ("exit", None, None),
+        _ => (ProcessEventKind::Exit, None, None),
     };
     ProcessEvent {
-        kind: "process_event",
-        time: clock.rfc3339(p.ts_ns),
+        time: Some(clock.wall(p.ts_ns)),
         event,
         pid: p.pid,
         comm: name,

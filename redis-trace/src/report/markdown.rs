@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::model::{CapInfo, Conn, Model, ProcEvt, Status, ranked_causes};
-use super::texts::{cause_text, class_words, idle_timeout, output_limit};
+use super::texts::{class_words, redis_bytes};
 use super::{Finding, ReportOptions, Summary};
+use crate::cause::Cause;
+use crate::schema::{EndedBy, KernelEvent, OutputBufferLimit, ProcessEventKind, RedisState};
 
 /// Examples shown per cause.
 const EXAMPLES: usize = 3;
@@ -173,17 +175,17 @@ fn count(n: u64, one: &str, many: &str) -> String {
 }
 
 /// The verdict clause of one cause, with what its records say about it.
-fn verdict_clause(cause: &str, conns: &[&Conn]) -> String {
-    let text = cause_text(cause);
+fn verdict_clause(cause: Cause, conns: &[&Conn]) -> String {
+    let text = cause.text();
     match cause {
-        "redis_output_buffer_limit" => {
+        Cause::RedisOutputBufferLimit => {
             let mut classes: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
             for c in conns {
                 let class = c.rec.client_class.clone().unwrap_or_default();
                 let e = classes.entry(class).or_default();
                 e.0 += 1;
                 if e.1.is_none() {
-                    e.1 = c.rec.evidence.iter().find_map(|e| output_limit(e));
+                    e.1 = c.rec.settings.output_buffer_limit.as_ref().map(limit_text);
                 }
             }
             if let [(class, (n, limit))] = classes.iter().collect::<Vec<_>>().as_slice()
@@ -216,17 +218,14 @@ fn verdict_clause(cause: &str, conns: &[&Conn]) -> String {
                 parts.join(", ")
             )
         }
-        "redis_idle_timeout" => {
-            let t = conns
-                .iter()
-                .flat_map(|c| c.rec.evidence.iter())
-                .find_map(|e| idle_timeout(e));
+        Cause::RedisIdleTimeout => {
+            let t = conns.iter().find_map(|c| c.rec.settings.timeout);
             match t {
                 Some(t) => format!("{} ({t} s)", text.verdict),
                 None => text.verdict.to_string(),
             }
         }
-        "redis_client_kill" | "redis_killed" => {
+        Cause::RedisClientKill | Cause::RedisKilled => {
             let mut killers: Vec<&str> = conns
                 .iter()
                 .filter_map(|c| c.rec.killer.as_deref())
@@ -243,8 +242,19 @@ fn verdict_clause(cause: &str, conns: &[&Conn]) -> String {
     }
 }
 
-fn by_cause<'a>(m: &'a Model, cause: &str) -> Vec<&'a Conn> {
+fn by_cause(m: &Model, cause: Cause) -> Vec<&Conn> {
     m.conns.iter().filter(|c| c.cause == cause).collect()
+}
+
+/// "pubsub 32mb 8mb 60", as redis.conf writes it.
+fn limit_text(l: &OutputBufferLimit) -> String {
+    format!(
+        "{} {} {} {}",
+        l.class.as_str(),
+        redis_bytes(l.hard),
+        redis_bytes(l.soft),
+        l.soft_seconds
+    )
 }
 
 fn warnings(o: &mut String, m: &Model, sum: &Summary) {
@@ -342,7 +352,7 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
     if m.statuses.is_empty() {
         return "not queried (no `redis_status` record: `--no-redis`, or no Redis seen)".into();
     }
-    let mut seen: Vec<(usize, Option<u64>)> = Vec::new();
+    let mut seen: Vec<(usize, u64)> = Vec::new();
     let mut parts = Vec::new();
     for s in &m.statuses {
         if seen.contains(&(s.host, s.port)) {
@@ -351,9 +361,9 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
         let first_ok = m
             .statuses
             .iter()
-            .find(|x| x.host == s.host && x.port == s.port && x.status == "connected");
+            .find(|x| x.host == s.host && x.port == s.port && x.status == RedisState::Connected);
         seen.push((s.host, s.port));
-        let port = s.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+        let port = s.port.to_string();
         let host = if m.caps.len() > 1 {
             format!(" on {}", cell(&m.caps[s.host].host))
         } else {
@@ -379,7 +389,7 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
                         clock.of(ok.time)
                     );
                 }
-                if ok.log_readable == Some(false) {
+                if !ok.log_readable {
                     t.push_str(", log not readable");
                 }
                 parts.push(t);
@@ -423,8 +433,8 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
         let ended = c
             .ended
             .as_ref()
-            .and_then(|e| e.ended_by.as_deref())
-            .map(|b| format!(", ended by {}", cell(b)))
+            .filter(|e| e.ended_by != EndedBy::Unknown)
+            .map(|e| format!(", ended by {}", cell(e.ended_by.as_str())))
             .unwrap_or_else(|| ", **did not end cleanly**".into());
         let _ = writeln!(
             o,
@@ -509,16 +519,16 @@ fn verdict(o: &mut String, m: &Model, sum: &Summary) {
     let ranked = ranked_causes(&sum.by_cause);
     let mut sentences = Vec::new();
     for (i, (cause, n)) in ranked.iter().enumerate() {
-        let clause = verdict_clause(cause, &by_cause(m, cause));
+        let clause = verdict_clause(*cause, &by_cause(m, *cause));
         let s = if i == 0 {
             let lead = if *n == sum.connections {
                 format!("All {} connection ends", sum.connections)
             } else {
                 format!("{n} of {} connection ends", sum.connections)
             };
-            format!("**{lead}** ({}): {clause}.", code(cause))
+            format!("**{lead}** ({}): {clause}.", code(cause.as_str()))
         } else {
-            format!("**{n}** ({}): {clause}.", code(cause))
+            format!("**{n}** ({}): {clause}.", code(cause.as_str()))
         };
         sentences.push(s);
     }
@@ -556,14 +566,13 @@ fn what_to_do(o: &mut String, m: &Model, sum: &Summary) {
     }
     let _ = writeln!(o, "### What it means and what to do\n");
     for (cause, n) in ranked_causes(&sum.by_cause) {
-        let t = cause_text(&cause);
-        let conns = by_cause(m, &cause);
+        let t = cause.text();
+        let conns = by_cause(m, cause);
         let mut extra = String::new();
-        if cause == "redis_output_buffer_limit"
+        if cause == Cause::RedisOutputBufferLimit
             && let Some(l) = conns
                 .iter()
-                .flat_map(|c| c.rec.evidence.iter())
-                .find_map(|e| output_limit(e))
+                .find_map(|c| c.rec.settings.output_buffer_limit.as_ref().map(limit_text))
         {
             let _ = write!(
                 extra,
@@ -571,18 +580,15 @@ fn what_to_do(o: &mut String, m: &Model, sum: &Summary) {
                 code(&format!("client-output-buffer-limit {l}"))
             );
         }
-        if cause == "redis_idle_timeout"
-            && let Some(t) = conns
-                .iter()
-                .flat_map(|c| c.rec.evidence.iter())
-                .find_map(|e| idle_timeout(e))
+        if cause == Cause::RedisIdleTimeout
+            && let Some(t) = conns.iter().find_map(|c| c.rec.settings.timeout)
         {
             let _ = write!(extra, " Redis's `timeout` here: {t} s.");
         }
         let _ = writeln!(
             o,
             "- **{}** ({n}): {}{extra}\n  **Fix:** {}\n",
-            code(&cause),
+            code(cause.as_str()),
             t.meaning,
             t.fix
         );
@@ -630,17 +636,16 @@ fn closer(c: &Conn) -> String {
 
 fn closed_by(c: &Conn) -> String {
     let r = &c.rec;
-    let mut s = c.closed_by.clone();
+    let mut s = c.closed_by.to_string();
     // A middlebox's RST only looks like it came from an end.
     let side = r
         .closed_by_side
-        .as_ref()
-        .filter(|_| c.cause != "middlebox_reset");
+        .filter(|_| c.cause != Cause::MiddleboxReset);
     let how: Vec<String> = [
-        side.map(|x| format!("{} end", plain(x))),
-        r.packet.as_deref().map(plain),
+        side.map(|x| format!("{} end", plain(x.as_str()))),
+        r.packet.map(|p| plain(p.as_str())),
         r.rst_reason.as_deref().map(cell),
-        (r.kernel_event == "timeout").then(|| "kernel timeout".into()),
+        (r.kernel_event == KernelEvent::Timeout).then(|| "kernel timeout".into()),
     ]
     .into_iter()
     .flatten()
@@ -706,12 +711,12 @@ fn evidence_by_cause(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
     }
     let _ = writeln!(o, "## Evidence by cause\n");
     for (cause, n) in ranked_causes(&sum.by_cause) {
-        let conns = by_cause(m, &cause);
+        let conns = by_cause(m, cause);
         let ex = pick_examples(&conns);
         let _ = writeln!(
             o,
             "### {} ({n})\n\n{}:\n",
-            code(&cause),
+            code(cause.as_str()),
             if ex.len() as u64 == n {
                 count(n, "connection", "connections")
             } else {
@@ -746,7 +751,7 @@ fn timeline(o: &mut String, m: &Model, opts: &ReportOptions, clock: &Clock) {
             o,
             "| {} | {} | {} | {} | {} | {} | {} |",
             clock.of(r.time),
-            cell(&c.cause),
+            cell(c.cause.as_str()),
             closed_by(c),
             cell(&r.client),
             c.client_name().map(cell).unwrap_or_else(|| "—".into()),
@@ -769,8 +774,8 @@ fn proc_line(p: &ProcEvt) -> String {
         (None, true) => format!("{} (the traced Redis)", code(&p.comm)),
         _ => who(&p.comm, p.pid),
     };
-    match (p.event.as_str(), &p.signal, &p.oom) {
-        ("oom_kill", _, o) => {
+    match (p.event, &p.signal, &p.oom) {
+        (ProcessEventKind::OomKill, _, o) => {
             let mut s = format!("**OOM kill** of {target}");
             if let Some(o) = o {
                 if let Some(kb) = o.anon_rss_kb {
@@ -782,7 +787,7 @@ fn proc_line(p: &ProcEvt) -> String {
             }
             s
         }
-        ("signal", Some(sig), _) => {
+        (ProcessEventKind::Signal, Some(sig), _) => {
             let mut s = format!("**{}** to {target}", plain(&sig.name));
             if let Some(from) = &sig.sender {
                 let _ = write!(s, " from {}", who(&from.comm, from.pid));
@@ -795,36 +800,35 @@ fn proc_line(p: &ProcEvt) -> String {
             }
             s
         }
-        ("exit", _, _) => format!("**exit** of {target}"),
-        (other, _, _) => format!("{} of {target}", plain(other)),
+        (ProcessEventKind::Signal, None, _) => format!("signal of {target}"),
+        (ProcessEventKind::Exit, _, _) => format!("**exit** of {target}"),
     }
 }
 
 fn status_line(s: &Status) -> Option<String> {
-    let port = s.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-    match s.status.as_str() {
-        "connected" if s.restarted => Some(format!(
+    let port = s.port;
+    match s.status {
+        RedisState::Connected if s.restarted => Some(format!(
             "**Redis restarted** on port {port}: now pid {}{}",
             s.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
             s.uptime_s
                 .map(|u| format!(", up {}", span(Duration::from_secs(u))))
                 .unwrap_or_default()
         )),
-        "connected" => Some(format!(
+        RedisState::Connected => Some(format!(
             "redis-trace reached Redis on port {port}{}",
             s.version
                 .as_deref()
                 .map(|v| format!(" ({})", code(v)))
                 .unwrap_or_default()
         )),
-        "unavailable" => Some(format!(
+        RedisState::Unavailable => Some(format!(
             "Redis on port {port} unavailable to redis-trace: {}",
             s.error
                 .as_deref()
                 .map(code)
                 .unwrap_or_else(|| "no reason given".into())
         )),
-        _ => None,
     }
 }
 
@@ -889,12 +893,10 @@ fn resets(o: &mut String, m: &Model, clock: &Clock) {
             cell(&r.client),
             cell(&r.server),
             r.sent_by
-                .as_deref()
-                .map(cell)
+                .map(|x| cell(x.as_str()))
                 .unwrap_or_else(|| "not seen here".into()),
             r.received_by
-                .as_deref()
-                .map(cell)
+                .map(|x| cell(x.as_str()))
                 .unwrap_or_else(|| "not seen here".into()),
             r.rst_reason
                 .as_deref()

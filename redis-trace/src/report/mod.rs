@@ -19,6 +19,8 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::schema::{Record, ReportWarning};
+
 mod markdown;
 mod model;
 mod redact;
@@ -28,11 +30,11 @@ mod texts;
 #[cfg(test)]
 mod tests;
 
-/// One capture file, as read by [`load`].
+/// One capture file, as read by [`load`]: its typed records, in file order.
 #[derive(Debug, Clone)]
 pub struct Capture {
     pub path: PathBuf,
-    pub records: Vec<Value>,
+    pub records: Vec<Record>,
 }
 
 /// How bad a risk finding is.
@@ -91,8 +93,16 @@ pub struct Summary {
     pub middlebox_proven: u64,
 }
 
-/// The record type [`load`] adds for what it tolerated.
-pub(crate) const WARNING_TYPE: &str = "report_warning";
+/// The record types a capture writes (docs/json-lines.md).
+const KNOWN_TYPES: [&str; 7] = [
+    "capture_started",
+    "connection_closed",
+    "reset",
+    "process_event",
+    "redis_status",
+    "redis_uprobes",
+    "capture_ended",
+];
 
 /// Reads capture files. Errors name the file and line; a file that does not start with
 /// `capture_started` is not a redis-trace capture. A last line cut short (the capture was
@@ -158,7 +168,7 @@ pub fn parse_capture(path: &Path, bytes: &[u8]) -> Result<Capture> {
 /// The records of one capture, taken a line at a time.
 struct CaptureParser<'a> {
     path: &'a Path,
-    records: Vec<Value>,
+    records: Vec<Record>,
     started: bool,
 }
 
@@ -199,19 +209,16 @@ impl<'a> CaptureParser<'a> {
         let v: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) if !complete => {
-                self.records.push(serde_json::json!({
-                    "type": WARNING_TYPE,
-                    "message": format!(
-                        "line {no} is cut short ({} bytes, {e}): the capture was stopped while \
-                         writing it; it is left out",
-                        line.len()
-                    ),
-                }));
+                self.warn(format!(
+                    "line {no} is cut short ({} bytes, {e}): the capture was stopped while \
+                     writing it; it is left out",
+                    line.len()
+                ));
                 return Ok(());
             }
             Err(e) => bail!("{}:{no}: not a JSON record: {e}", path.display()),
         };
-        let Some(kind) = v.get("type").and_then(Value::as_str) else {
+        let Some(kind) = v.get("type").and_then(Value::as_str).map(str::to_owned) else {
             bail!(
                 "{}:{no}: not a redis-trace record (no \"type\" field)",
                 path.display()
@@ -221,17 +228,28 @@ impl<'a> CaptureParser<'a> {
             && let Some(s) = v.get("schema_version").and_then(Value::as_u64)
             && s != u64::from(crate::schema::SCHEMA_VERSION)
         {
-            self.records.push(serde_json::json!({
-                "type": WARNING_TYPE,
-                "message": format!(
-                    "written with schema_version {s}; this redis-trace reads {}: fields it does \
-                     not know are left out",
-                    crate::schema::SCHEMA_VERSION
-                ),
-            }));
+            self.warn(format!(
+                "written with schema_version {s}; this redis-trace reads {}: fields it does \
+                 not know are left out",
+                crate::schema::SCHEMA_VERSION
+            ));
         }
-        self.records.push(v);
+        if !KNOWN_TYPES.contains(&kind.as_str()) {
+            // A record type of a newer redis-trace: nothing here reads it.
+            return Ok(());
+        }
+        match serde_json::from_value::<Record>(v) {
+            Ok(r) => self.records.push(r),
+            Err(e) => self.warn(format!(
+                "line {no}: a {kind} record whose fields do not read ({e}); it is left out"
+            )),
+        }
         Ok(())
+    }
+
+    fn warn(&mut self, message: String) {
+        self.records
+            .push(Record::ReportWarning(ReportWarning { message }));
     }
 
     fn finish(self) -> Result<Capture> {

@@ -1,39 +1,23 @@
-//! The captures' records as the report needs them: read tolerantly from JSON values
-//! (a missing field is an unknown, not an error), one timeline across captures, and the
-//! two ends of a connection seen by two captures merged into one connection end.
+//! The captures' records as the report needs them: built from the typed records of
+//! [`crate::schema`] (a missing field read as unknown, not an error), one timeline across
+//! captures, and the two ends of a connection seen by two captures merged into one
+//! connection end. Texts that redaction rewrites (addresses, names, evidence) are held as
+//! strings here: this is the report's view, after the records.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
-
-use super::{Capture, Summary, WARNING_TYPE};
+use super::{Capture, Summary};
+use crate::cause::{Cause, ClosedBy};
+use crate::schema::{
+    self, CaptureEnded, CaptureStarted, ConnectionClosed, Direction, EndedBy, KernelEvent, Packet,
+    ProcessEventKind, ProcessRef, RedisState, Side,
+};
+pub(super) use crate::time::secs_between;
 
 /// Two records of the same (server, client) pair this close in time are the two ends of
 /// one connection: the closing end holds the 4-tuple in TIME_WAIT for 60 s, so the same
 /// pair cannot be a new connection sooner.
 const SAME_CONNECTION: Duration = Duration::from_secs(60);
-
-fn s(v: &Value, k: &str) -> Option<String> {
-    v.get(k).and_then(Value::as_str).map(str::to_owned)
-}
-
-fn u(v: &Value, k: &str) -> Option<u64> {
-    v.get(k).and_then(Value::as_u64)
-}
-
-pub(super) fn time_of(v: &Value) -> Option<SystemTime> {
-    v.get("time")
-        .and_then(Value::as_str)
-        .and_then(|t| humantime::parse_rfc3339(t).ok())
-}
-
-/// Seconds from `a` to `b` (negative when `b` is earlier).
-pub(super) fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
-    match b.duration_since(a) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
-}
 
 #[derive(Debug, Clone)]
 pub(super) struct ProcRef {
@@ -41,12 +25,17 @@ pub(super) struct ProcRef {
     pub comm: String,
 }
 
-fn proc_ref(v: Option<&Value>) -> Option<ProcRef> {
-    let v = v.filter(|v| v.is_object())?;
-    Some(ProcRef {
-        pid: u(v, "pid"),
-        comm: s(v, "comm").unwrap_or_default(),
-    })
+fn proc_ref(p: &Option<ProcessRef>) -> Option<ProcRef> {
+    p.as_ref().map(ProcRef::from)
+}
+
+impl From<&ProcessRef> for ProcRef {
+    fn from(p: &ProcessRef) -> Self {
+        Self {
+            pid: Some(u64::from(p.pid)),
+            comm: p.comm.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,9 +53,9 @@ pub(super) struct Probe {
 
 #[derive(Debug, Clone)]
 pub(super) struct Ended {
-    pub ended_by: Option<String>,
+    pub ended_by: EndedBy,
     pub lost: u64,
-    pub connections_closed: Option<u64>,
+    pub connections_closed: u64,
     pub untracked: u64,
     pub bad_records: u64,
 }
@@ -96,14 +85,14 @@ pub(super) struct CapInfo {
 pub(super) struct Status {
     pub time: Option<SystemTime>,
     pub host: usize,
-    pub port: Option<u64>,
-    pub status: String,
+    pub port: u64,
+    pub status: RedisState,
     pub pid: Option<u64>,
     pub version: Option<String>,
     pub uptime_s: Option<u64>,
     pub restarted: bool,
     pub error: Option<String>,
-    pub log_readable: Option<bool>,
+    pub log_readable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +101,7 @@ pub(super) struct Signal {
     pub origin: String,
     pub sender: Option<ProcRef>,
     pub result: String,
+    fatal: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +114,7 @@ pub(super) struct Oom {
 pub(super) struct ProcEvt {
     pub cap: usize,
     pub time: Option<SystemTime>,
-    pub event: String,
+    pub event: ProcessEventKind,
     pub pid: Option<u64>,
     pub comm: String,
     pub redis: bool,
@@ -135,24 +125,33 @@ pub(super) struct ProcEvt {
 impl ProcEvt {
     /// A signal that ends a process unless handled (for the chart's markers).
     pub fn is_fatal_signal(&self) -> bool {
-        self.signal.as_ref().is_some_and(|s| {
-            matches!(
-                s.name.as_str(),
-                "SIGKILL"
-                    | "SIGTERM"
-                    | "SIGINT"
-                    | "SIGQUIT"
-                    | "SIGHUP"
-                    | "SIGSEGV"
-                    | "SIGBUS"
-                    | "SIGABRT"
-                    | "SIGILL"
-                    | "SIGFPE"
-                    | "SIGSYS"
-                    | "SIGXCPU"
-                    | "SIGXFSZ"
-            ) && s.result != "ignored"
-        })
+        self.signal.as_ref().is_some_and(|s| s.fatal)
+    }
+
+    fn of(cap: usize, p: &schema::ProcessEvent) -> Self {
+        Self {
+            cap,
+            time: p.time,
+            event: p.event,
+            pid: Some(u64::from(p.pid)),
+            comm: p.comm.clone(),
+            redis: p.redis,
+            signal: p.signal.as_ref().map(|s| Signal {
+                name: if s.name.is_empty() {
+                    format!("signal {}", s.number)
+                } else {
+                    s.name.clone()
+                },
+                origin: s.origin.clone(),
+                sender: Some(ProcRef::from(&s.sender)),
+                result: s.result.clone(),
+                fatal: s.is_fatal(),
+            }),
+            oom: p.oom.as_ref().map(|o| Oom {
+                anon_rss_kb: Some(o.anon_rss_kb),
+                invoked_by: Some(ProcRef::from(&o.invoked_by)),
+            }),
+        }
     }
 }
 
@@ -162,8 +161,8 @@ pub(super) struct Reset {
     pub time: Option<SystemTime>,
     pub server: String,
     pub client: String,
-    pub sent_by: Option<String>,
-    pub received_by: Option<String>,
+    pub sent_by: Option<Side>,
+    pub received_by: Option<Side>,
     pub rst_reason: Option<String>,
     pub pid: Option<u64>,
     pub comm: Option<String>,
@@ -171,8 +170,8 @@ pub(super) struct Reset {
 
 #[derive(Debug, Clone)]
 pub(super) struct ResetNote {
-    pub direction: String,
-    pub side: String,
+    pub direction: Direction,
+    pub side: Side,
 }
 
 /// One `connection_closed` record.
@@ -180,99 +179,77 @@ pub(super) struct ResetNote {
 pub(super) struct Rec {
     pub cap: usize,
     pub time: Option<SystemTime>,
-    pub cause: String,
+    pub cause: Cause,
     pub evidence: Vec<String>,
+    /// Index in `evidence` of the key piece (see `ConnectionClosed::key_evidence`).
+    pub key: Option<usize>,
     pub client_class: Option<String>,
     pub killer: Option<String>,
     pub client_name: Option<String>,
     pub server: String,
     pub client: String,
-    pub closed_by_side: Option<String>,
-    pub packet: Option<String>,
+    pub closed_by_side: Option<Side>,
+    pub packet: Option<Packet>,
     pub pid: Option<u64>,
     pub comm: Option<String>,
     pub rst_reason: Option<String>,
     pub duration_ms: Option<f64>,
-    pub kernel_event: String,
-    pub observed_on: String,
+    pub kernel_event: KernelEvent,
+    pub observed_on: Side,
     pub server_process: Option<ProcRef>,
     pub client_process: Option<ProcRef>,
     pub both_ends_local: bool,
     pub resets: Vec<ResetNote>,
+    /// The settings its cause rests on.
+    pub settings: schema::RedisSettings,
 }
 
 impl Rec {
-    fn parse(cap: usize, v: &Value) -> Self {
-        let ev: Vec<String> = v
-            .get("evidence")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|e| match e.as_str() {
-                        Some(s) => s.to_owned(),
-                        None => e.to_string(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let resets = v
-            .get("resets")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|r| ResetNote {
-                        direction: s(r, "direction").unwrap_or_default(),
-                        side: s(r, "side").unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let rc = v.get("redis_client").filter(|r| r.is_object());
-        let client = s(v, "client").unwrap_or_default();
-        // Without a CLIENT LIST entry, the name Redis's log gave this very client.
-        let logged_name = || {
-            let at = format!("addr={client} ");
-            ev.iter()
-                .filter(|e| e.contains(&at))
-                .find_map(|e| e.split(" name=").nth(1)?.split(' ').next())
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-        };
-        let client_name = rc
-            .and_then(|r| s(r, "name"))
+    fn of(cap: usize, c: &ConnectionClosed) -> Self {
+        let settings = c.settings();
+        let client_name = c
+            .redis_client
+            .as_ref()
+            .map(|r| r.name.clone())
             .filter(|n| !n.is_empty())
-            .or_else(logged_name);
+            .or_else(|| settings.logged_client_name.clone());
         Self {
             cap,
-            time: time_of(v),
-            cause: s(v, "cause").unwrap_or_else(|| "unknown".into()),
-            evidence: ev,
-            client_class: s(v, "client_class"),
-            killer: s(v, "killer"),
+            time: c.time,
+            cause: c.cause,
+            evidence: c.evidence.clone(),
+            key: c.key_evidence_index(),
+            client_class: c.client_class.map(|k| k.as_str().to_string()),
+            killer: c.killer.clone(),
             client_name,
-            server: s(v, "server").unwrap_or_default(),
-            client,
-            closed_by_side: s(v, "closed_by_side"),
-            packet: s(v, "packet"),
-            pid: u(v, "pid"),
-            comm: s(v, "comm"),
-            rst_reason: s(v, "rst_reason"),
-            duration_ms: v.get("duration_ms").and_then(Value::as_f64),
-            kernel_event: s(v, "kernel_event").unwrap_or_default(),
-            observed_on: s(v, "observed_on").unwrap_or_default(),
-            server_process: proc_ref(v.get("server_process")),
-            client_process: proc_ref(v.get("client_process")),
-            both_ends_local: v
-                .get("both_ends_local")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            resets,
+            server: c.server.to_string(),
+            client: c.client.to_string(),
+            closed_by_side: c.closed_by_side,
+            packet: c.packet,
+            pid: c.pid.map(u64::from),
+            comm: c.comm.clone(),
+            rst_reason: c.rst_reason.clone(),
+            duration_ms: c.duration_ms,
+            kernel_event: c.kernel_event,
+            observed_on: c.observed_on,
+            server_process: proc_ref(&c.server_process),
+            client_process: proc_ref(&c.client_process),
+            both_ends_local: c.both_ends_local,
+            resets: c
+                .resets
+                .iter()
+                .map(|r| ResetNote {
+                    direction: r.direction,
+                    side: r.side,
+                })
+                .collect(),
+            settings,
         }
     }
 
     /// The closing task is a client's (its process name is the client's to redact).
     pub fn closer_is_client(&self) -> bool {
-        self.closed_by_side.as_deref() == Some("client")
+        self.closed_by_side == Some(Side::Client)
     }
 }
 
@@ -283,8 +260,8 @@ pub(super) struct Conn {
     pub rec: Rec,
     /// The other end's records, from other captures.
     pub others: Vec<Rec>,
-    pub cause: String,
-    pub closed_by: String,
+    pub cause: Cause,
+    pub closed_by: ClosedBy,
     /// What merging the ends found (the middlebox proof, or why there is none).
     pub notes: Vec<String>,
     pub middlebox_proven: bool,
@@ -318,7 +295,7 @@ impl Conn {
     }
 
     /// The one piece of evidence that says the most: the proof of a middlebox, else the
-    /// first sentence beyond the kernel's "the X end sent the first FIN/RST".
+    /// key evidence of the first record that has more than the kernel's own account.
     pub fn key_evidence(&self) -> Option<String> {
         if self.middlebox_proven {
             return self
@@ -328,9 +305,9 @@ impl Conn {
         }
         let all = || std::iter::once(&self.rec).chain(&self.others);
         all()
-            .flat_map(|r| r.evidence.iter())
-            .find(|e| !e.starts_with("kernel: the "))
-            .or_else(|| self.rec.evidence.first())
+            .find(|r| r.key.is_some_and(|k| k > 0))
+            .or(Some(&self.rec))
+            .and_then(|r| r.evidence.get(r.key?))
             .cloned()
     }
 }
@@ -347,78 +324,56 @@ pub(super) struct Model {
 }
 
 fn cap_info(c: &Capture) -> CapInfo {
-    let started = c
+    let default_start = CaptureStarted::default();
+    let st = c
         .records
         .iter()
-        .find(|r| r.get("type").and_then(Value::as_str) == Some("capture_started"));
-    let empty = Value::Null;
-    let st = started.unwrap_or(&empty);
+        .find_map(|r| match r {
+            schema::Record::CaptureStarted(s) => Some(s),
+            _ => None,
+        })
+        .unwrap_or(&default_start);
     let ports: Vec<Port> = st
-        .get("ports")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| {
-                    Some(Port {
-                        port: u(p, "port")?,
-                        process: proc_ref(p.get("process")),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let probes_unavailable: Vec<Probe> = st
-        .get("probes_unavailable")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|p| match p.as_str() {
-                    Some(name) => Probe {
-                        probe: name.into(),
-                        why: None,
-                        cost: None,
-                    },
-                    None => Probe {
-                        probe: s(p, "probe").unwrap_or_default(),
-                        why: s(p, "why"),
-                        cost: s(p, "cost"),
-                    },
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let attached: Vec<String> = st
-        .get("probes_attached")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ended_rec = c
-        .records
+        .ports
         .iter()
-        .rev()
-        .find(|r| r.get("type").and_then(Value::as_str) == Some("capture_ended"));
-    let ended = ended_rec.map(|e| Ended {
-        ended_by: s(e, "ended_by"),
-        lost: u(e, "lost_events").unwrap_or(0),
-        connections_closed: u(e, "connections_closed"),
-        untracked: u(e, "untracked_connections").unwrap_or(0),
-        bad_records: u(e, "bad_records").unwrap_or(0),
+        .map(|p| Port {
+            port: u64::from(p.port),
+            process: proc_ref(&p.process),
+        })
+        .collect();
+    let probes_unavailable: Vec<Probe> = st
+        .probes_unavailable
+        .iter()
+        .map(|p| Probe {
+            probe: p.probe.clone(),
+            why: p.why.clone(),
+            cost: p.cost.clone(),
+        })
+        .collect();
+    let ended_rec: Option<&CaptureEnded> = c.records.iter().rev().find_map(|r| match r {
+        schema::Record::CaptureEnded(e) => Some(e),
+        _ => None,
     });
-    let last_time = c.records.iter().filter_map(time_of).max();
+    let ended = ended_rec.map(|e| Ended {
+        ended_by: e.ended_by,
+        lost: e.lost_events,
+        connections_closed: e.counts.connections_closed,
+        untracked: e.untracked_connections,
+        bad_records: e.bad_records,
+    });
+    let last_time = c.records.iter().filter_map(schema::Record::time).max();
     let closed_records = c
         .records
         .iter()
-        .filter(|r| r.get("type").and_then(Value::as_str) == Some("connection_closed"))
+        .filter(|r| matches!(r, schema::Record::ConnectionClosed(_)))
         .count() as u64;
     let mut warnings: Vec<String> = c
         .records
         .iter()
-        .filter(|r| r.get("type").and_then(Value::as_str) == Some(WARNING_TYPE))
-        .filter_map(|r| s(r, "message"))
+        .filter_map(|r| match r {
+            schema::Record::ReportWarning(w) => Some(w.message.clone()),
+            _ => None,
+        })
         .collect();
     match &ended {
         None => warnings.push(
@@ -427,11 +382,10 @@ fn cap_info(c: &Capture) -> CapInfo {
                 .into(),
         ),
         Some(e) => {
-            if let Some(n) = e.connections_closed
-                && n != closed_records
-            {
+            if e.connections_closed != closed_records {
                 warnings.push(format!(
-                    "capture_ended counts {n} connection ends, the file holds {closed_records}"
+                    "capture_ended counts {} connection ends, the file holds {closed_records}",
+                    e.connections_closed
                 ));
             }
         }
@@ -441,64 +395,37 @@ fn cap_info(c: &Capture) -> CapInfo {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| c.path.display().to_string());
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "?".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     CapInfo {
         file,
-        host: s(st, "host").unwrap_or_else(|| "?".into()),
-        kernel: s(st, "kernel").unwrap_or_else(|| "?".into()),
-        tool_version: s(st, "tool_version").unwrap_or_else(|| "?".into()),
-        start: time_of(st),
-        end: ended_rec.and_then(time_of).or(last_time),
+        host: or_unknown(&st.host),
+        kernel: or_unknown(&st.kernel),
+        tool_version: or_unknown(&st.tool_version),
+        start: st.time,
+        end: ended_rec.and_then(|e| e.time).or(last_time),
         local_redis: ports.iter().any(|p| p.process.is_some()),
         ports,
-        sees_sent_resets: attached.iter().any(|p| p == "tcp:tcp_send_reset")
+        sees_sent_resets: st.probes_attached.iter().any(|p| p == "tcp:tcp_send_reset")
             && !probes_unavailable
                 .iter()
                 .any(|p| p.probe == "tcp:tcp_send_reset"),
         probes_unavailable,
-        open_at_start: u(st, "open_connections_at_start").unwrap_or(0),
+        open_at_start: st.open_connections_at_start as u64,
         ended,
         warnings,
     }
 }
 
-fn parse_signal(v: &Value) -> Option<Signal> {
-    let v = v.get("signal").filter(|v| v.is_object())?;
-    Some(Signal {
-        name: s(v, "name").unwrap_or_else(|| {
-            u(v, "number")
-                .map(|n| format!("signal {n}"))
-                .unwrap_or_else(|| "a signal".into())
-        }),
-        origin: s(v, "origin").unwrap_or_default(),
-        sender: proc_ref(v.get("sender")),
-        result: s(v, "result").unwrap_or_default(),
-    })
-}
-
-fn parse_oom(v: &Value) -> Option<Oom> {
-    let v = v.get("oom").filter(|v| v.is_object())?;
-    Some(Oom {
-        anon_rss_kb: u(v, "anon_rss_kb"),
-        invoked_by: proc_ref(v.get("invoked_by")),
-    })
-}
-
-/// How much a record's cause settles: 0 a definite cause, 2 "Redis closed it, reason
-/// unseen", 3 "a RST from the peer's address", 4 nothing.
-fn rank(cause: &str) -> u8 {
-    match cause {
-        "redis_close_unknown" => 2,
-        "peer_reset" => 3,
-        "unknown" => 4,
-        _ => 0,
-    }
-}
-
-fn other_side(side: &str) -> Option<&'static str> {
+fn other_side(side: Side) -> Option<Side> {
     match side {
-        "server" => Some("client"),
-        "client" => Some("server"),
-        _ => None,
+        Side::Unknown => None,
+        s => Some(s.other()),
     }
 }
 
@@ -527,41 +454,32 @@ impl Model {
         let mut procs = Vec::new();
         let mut statuses = Vec::new();
         for (i, c) in captures.iter().enumerate() {
-            for v in &c.records {
-                match v.get("type").and_then(Value::as_str) {
-                    Some("connection_closed") => recs.push(Rec::parse(i, v)),
-                    Some("reset") => resets.push(Reset {
+            for r in &c.records {
+                match r {
+                    schema::Record::ConnectionClosed(c) => recs.push(Rec::of(i, c)),
+                    schema::Record::Reset(r) => resets.push(Reset {
                         cap: i,
-                        time: time_of(v),
-                        server: s(v, "server").unwrap_or_default(),
-                        client: s(v, "client").unwrap_or_default(),
-                        sent_by: s(v, "sent_by"),
-                        received_by: s(v, "received_by"),
-                        rst_reason: s(v, "rst_reason"),
-                        pid: u(v, "pid"),
-                        comm: s(v, "comm"),
+                        time: r.time,
+                        server: r.server.to_string(),
+                        client: r.client.to_string(),
+                        sent_by: r.sent_by,
+                        received_by: r.received_by,
+                        rst_reason: r.rst_reason.clone(),
+                        pid: r.pid.map(u64::from),
+                        comm: r.comm.clone(),
                     }),
-                    Some("process_event") => procs.push(ProcEvt {
-                        cap: i,
-                        time: time_of(v),
-                        event: s(v, "event").unwrap_or_default(),
-                        pid: u(v, "pid"),
-                        comm: s(v, "comm").unwrap_or_default(),
-                        redis: v.get("redis").and_then(Value::as_bool).unwrap_or(false),
-                        signal: parse_signal(v),
-                        oom: parse_oom(v),
-                    }),
-                    Some("redis_status") => statuses.push(Status {
-                        time: time_of(v),
+                    schema::Record::ProcessEvent(p) => procs.push(ProcEvt::of(i, p)),
+                    schema::Record::RedisStatus(st) => statuses.push(Status {
+                        time: st.time,
                         host: i,
-                        port: u(v, "port"),
-                        status: s(v, "status").unwrap_or_default(),
-                        pid: u(v, "pid"),
-                        version: s(v, "version"),
-                        uptime_s: u(v, "uptime_s"),
-                        restarted: v.get("restarted").and_then(Value::as_bool).unwrap_or(false),
-                        error: s(v, "error"),
-                        log_readable: v.get("log_readable").and_then(Value::as_bool),
+                        port: u64::from(st.port),
+                        status: st.status,
+                        pid: st.pid.map(u64::from),
+                        version: st.version.clone(),
+                        uptime_s: st.uptime_s,
+                        restarted: st.restarted,
+                        error: st.error.clone(),
+                        log_readable: st.log_readable,
                     }),
                     _ => {}
                 }
@@ -633,11 +551,13 @@ impl Model {
     pub fn summary(&self) -> Summary {
         let mut by_cause: BTreeMap<String, u64> = BTreeMap::new();
         for c in &self.conns {
-            *by_cause.entry(c.cause.clone()).or_default() += 1;
+            *by_cause.entry(c.cause.as_str().to_string()).or_default() += 1;
         }
         Summary {
             connections: self.conns.len() as u64,
-            dominant_cause: ranked_causes(&by_cause).first().map(|(c, _)| c.clone()),
+            dominant_cause: ranked_causes(&by_cause)
+                .first()
+                .map(|(c, _)| c.as_str().to_string()),
             by_cause,
             lost_events: self
                 .caps
@@ -661,14 +581,14 @@ fn process_note(c: &Conn, procs: &[ProcEvt]) -> Option<String> {
     let p = procs
         .iter()
         .filter(|p| p.cap == r.cap && p.pid == Some(pid))
-        .filter(|p| p.event == "oom_kill" || p.event == "exit" || p.is_fatal_signal())
+        .filter(|p| p.event != ProcessEventKind::Signal || p.is_fatal_signal())
         .find(|p| {
             p.time
                 .is_some_and(|pt| (0.0..=1.0).contains(&secs_between(pt, t)))
         })?;
-    let what = match (p.event.as_str(), &p.signal) {
-        ("oom_kill", _) => "the OOM killer chose".to_string(),
-        ("signal", Some(s)) => format!("{} was sent to", s.name),
+    let what = match (p.event, &p.signal) {
+        (ProcessEventKind::OomKill, _) => "the OOM killer chose".to_string(),
+        (ProcessEventKind::Signal, Some(s)) => format!("{} was sent to", s.name),
         _ => "exit of".to_string(),
     };
     let ms = p.time.map(|pt| secs_between(pt, t) * 1000.0).unwrap_or(0.0);
@@ -679,15 +599,17 @@ fn process_note(c: &Conn, procs: &[ProcEvt]) -> Option<String> {
 }
 
 /// Causes by count, most first; ties in the order of `Cause::ALL` (Redis's own first).
-pub(super) fn ranked_causes(by_cause: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
-    let order = |c: &str| {
-        crate::classify::Cause::ALL
-            .iter()
-            .position(|k| k.as_str() == c)
-            .unwrap_or(usize::MAX)
-    };
-    let mut v: Vec<(String, u64)> = by_cause.iter().map(|(k, n)| (k.clone(), *n)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(order(&a.0).cmp(&order(&b.0))));
+/// Counts are by cause name (as `capture_ended` has them); a name this version does not
+/// know counts as `unknown`.
+pub(super) fn ranked_causes(by_cause: &BTreeMap<String, u64>) -> Vec<(Cause, u64)> {
+    let mut counts: BTreeMap<Cause, u64> = BTreeMap::new();
+    for (name, n) in by_cause {
+        let c = Cause::named(name).unwrap_or_default();
+        *counts.entry(c).or_default() += *n;
+    }
+    let mut v: Vec<(Cause, u64)> = counts.into_iter().collect();
+    // BTreeMap order is Cause::ALL order; the sort is stable.
+    v.sort_by_key(|c| std::cmp::Reverse(c.1));
     v
 }
 
@@ -698,19 +620,15 @@ fn merge(g: Group, caps: &[CapInfo]) -> Conn {
     let best = (0..recs.len())
         .min_by_key(|&i| {
             let r = &recs[i];
-            let saw_closer = r.closed_by_side.as_deref() == Some(r.observed_on.as_str());
-            (rank(&r.cause), !saw_closer, i)
+            let saw_closer = r.closed_by_side == Some(r.observed_on);
+            (r.cause.rank(), !saw_closer, i)
         })
         .unwrap_or(0);
     let rec = recs.remove(best);
     let others = recs;
     let mut conn = Conn {
-        cause: rec.cause.clone(),
-        closed_by: crate::classify::Cause::ALL
-            .iter()
-            .find(|c| c.as_str() == rec.cause)
-            .map(|c| c.closed_by().to_string())
-            .unwrap_or_else(|| "unknown".into()),
+        cause: rec.cause,
+        closed_by: rec.cause.closed_by(),
         rec,
         others,
         notes: Vec::new(),
@@ -734,9 +652,9 @@ fn merge(g: Group, caps: &[CapInfo]) -> Conn {
             hosts.join(" and ")
         ));
         conn.middlebox_proven = true;
-        if rank(&conn.cause) >= 3 {
-            conn.cause = "middlebox_reset".into();
-            conn.closed_by = "middlebox".into();
+        if conn.cause.rank() >= 3 {
+            conn.cause = Cause::MiddleboxReset;
+            conn.closed_by = ClosedBy::Middlebox;
         }
     }
     conn
@@ -747,33 +665,33 @@ fn merge(g: Group, caps: &[CapInfo]) -> Conn {
 /// (tcp_send_reset attached), lost nothing and covered the time, and neither capture
 /// shows S sending one.
 fn middlebox_proof(recs: &[&Rec], resets: &[Reset], caps: &[CapInfo]) -> (bool, Vec<String>) {
-    let mut received: Vec<(&str, Option<SystemTime>, usize)> = recs
+    let mut received: Vec<(Side, Option<SystemTime>, usize)> = recs
         .iter()
-        .filter(|r| r.kernel_event == "received_rst" && !r.both_ends_local)
-        .map(|r| (r.observed_on.as_str(), r.time, r.cap))
+        .filter(|r| r.kernel_event == KernelEvent::ReceivedRst && !r.both_ends_local)
+        .map(|r| (r.observed_on, r.time, r.cap))
         .collect();
     received.extend(
         resets
             .iter()
-            .filter_map(|r| Some((r.received_by.as_deref()?, r.time, r.cap))),
+            .filter_map(|r| Some((r.received_by?, r.time, r.cap))),
     );
     let mut notes = Vec::new();
-    let mut proven_at: BTreeSet<&str> = BTreeSet::new();
+    let mut proven_at: BTreeSet<Side> = BTreeSet::new();
     for (end, t, cap_e) in received {
         let Some(sender) = other_side(end) else {
             continue;
         };
-        if proven_at.contains(end) {
+        if proven_at.contains(&end) {
             continue;
         }
         let sent = recs.iter().any(|r| {
             r.resets
                 .iter()
-                .any(|n| n.direction == "sent" && n.side == sender)
-                || (r.closed_by_side.as_deref() == Some(sender)
-                    && r.packet.as_deref() == Some("RST")
-                    && r.kernel_event == "aborted")
-        }) || resets.iter().any(|r| r.sent_by.as_deref() == Some(sender));
+                .any(|n| n.direction == Direction::Sent && n.side == sender)
+                || (r.closed_by_side == Some(sender)
+                    && r.packet == Some(Packet::Rst)
+                    && r.kernel_event == KernelEvent::Aborted)
+        }) || resets.iter().any(|r| r.sent_by == Some(sender));
         if sent {
             continue;
         }
@@ -791,8 +709,7 @@ fn middlebox_proof(recs: &[&Rec], resets: &[Reset], caps: &[CapInfo]) -> (bool, 
                     .iter()
                     .filter(|r| {
                         r.cap != cap_e
-                            && (r.received_by.as_deref() == Some(sender)
-                                || r.sent_by.as_deref() == Some(sender))
+                            && (r.received_by == Some(sender) || r.sent_by == Some(sender))
                     })
                     .map(|r| r.cap),
             )

@@ -157,7 +157,7 @@ impl Redactor {
             r.server_comms.insert(p.comm.clone());
         }
         for rec in recs() {
-            if rec.closed_by_side.as_deref() == Some("server")
+            if rec.closed_by_side == Some(crate::schema::Side::Server)
                 && let Some(c) = &rec.comm
             {
                 r.server_comms.insert(c.clone());

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use super::markdown::visible;
 use super::model::{Model, ranked_causes, secs_between};
+use crate::cause::Cause;
+use crate::schema::ProcessEventKind;
 
 const W: f64 = 960.0;
 const H: f64 = 440.0;
@@ -16,30 +18,6 @@ const Y0: f64 = 64.0;
 const Y1: f64 = H - 64.0;
 /// About this many buckets over the window.
 const BUCKETS: f64 = 60.0;
-
-/// A fixed color per cause, so that charts of different incidents compare at a glance.
-pub(super) fn color(cause: &str) -> &'static str {
-    match cause {
-        "redis_idle_timeout" => "#4e79a7",
-        "redis_output_buffer_limit" => "#e15759",
-        "redis_client_kill" => "#f28e2b",
-        "redis_query_buffer_limit" => "#b07aa1",
-        "redis_client_eviction" => "#9c755f",
-        "redis_protocol_error" => "#edc948",
-        "redis_shutdown" => "#76b7b2",
-        "redis_oom_killed" => "#7b0d1e",
-        "redis_killed" => "#d37295",
-        "redis_crashed" => "#3d3d3d",
-        "redis_close_unknown" => "#bab0ac",
-        "client_close" => "#59a14f",
-        "client_reset" => "#a0cbe8",
-        "middlebox_reset" => "#ff9d00",
-        "peer_reset" => "#d4a6c8",
-        "kernel_reset" => "#499894",
-        "unknown" => "#e0e0e0",
-        _ => "#999999",
-    }
-}
 
 pub(super) fn xml(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -121,7 +99,7 @@ fn markers(m: &Model) -> Vec<Marker> {
             Some(pid) => format!("{} (pid {pid})", p.comm),
             None => p.comm.clone(),
         };
-        if p.event == "oom_kill" {
+        if p.event == ProcessEventKind::OomKill {
             out.push(Marker {
                 t,
                 kind: "oom",
@@ -131,7 +109,7 @@ fn markers(m: &Model) -> Vec<Marker> {
         } else if p.is_fatal_signal() {
             // The OOM killer's own SIGKILL is the OOM marker already.
             let oom_kill = m.procs.iter().any(|q| {
-                q.event == "oom_kill"
+                q.event == ProcessEventKind::OomKill
                     && q.pid == p.pid
                     && q.time.is_some_and(|qt| secs_between(t, qt).abs() < 1.0)
             });
@@ -165,7 +143,7 @@ fn markers(m: &Model) -> Vec<Marker> {
             label: "restart".into(),
             detail: format!(
                 "Redis restart seen on port {} at {} (pid {})",
-                s.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                s.port,
                 clock(t, true),
                 s.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
             ),
@@ -231,10 +209,10 @@ pub(super) fn render(m: &Model) -> String {
     for c in &m.conns {
         let Some(t) = c.rec.time else { continue };
         let i = (((epoch(t) - first) / b).floor().max(0.0) as usize).min(n - 1);
-        *counts[i].entry(c.cause.clone()).or_default() += 1;
-        *by_cause.entry(c.cause.clone()).or_default() += 1;
+        *counts[i].entry(c.cause.as_str().to_string()).or_default() += 1;
+        *by_cause.entry(c.cause.as_str().to_string()).or_default() += 1;
     }
-    let order: Vec<(String, u64)> = ranked_causes(&by_cause);
+    let order: Vec<(Cause, u64)> = ranked_causes(&by_cause);
     let max = counts
         .iter()
         .map(|c| c.values().sum::<u64>())
@@ -315,7 +293,7 @@ pub(super) fn render(m: &Model) -> String {
         let w = (bw * 0.84).max(1.0);
         let mut base = 0u64;
         for (cause, _) in &order {
-            let Some(&k) = bucket.get(cause) else {
+            let Some(&k) = bucket.get(cause.as_str()) else {
                 continue;
             };
             let (y_top, y_bot) = (y((base + k) as f64), y(base as f64));
@@ -324,10 +302,10 @@ pub(super) fn render(m: &Model) -> String {
                 "<rect x=\"{xx:.1}\" y=\"{y_top:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{}\">\
                  <title>{}–{}: {k} {}</title></rect>",
                 (y_bot - y_top).max(0.5),
-                color(cause),
+                cause.chart_colour(),
                 xml(&clock(at(first + i as f64 * b), true)),
                 xml(&clock(at(first + (i + 1) as f64 * b), true)),
-                xml(cause)
+                xml(cause.as_str())
             );
             base += k;
         }
@@ -359,10 +337,10 @@ pub(super) fn render(m: &Model) -> String {
             o,
             "<rect x=\"{lx}\" y=\"{ly:.1}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\">{} ({k})</text>",
-            color(cause),
+            cause.chart_colour(),
             lx + 18.0,
             ly + 10.0,
-            xml(cause)
+            xml(cause.as_str())
         );
         ly += 18.0;
     }

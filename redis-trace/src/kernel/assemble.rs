@@ -13,64 +13,75 @@ use redis_trace_ebpf::{
     ConnClosed, ConnKey, NO_REASON, SockEvent, conn_flags, how, side, sock_event,
 };
 
-use crate::classify::Cause;
-use crate::kernel::decode::{client, comm, server};
-use crate::kernel::layout::ResetReasons;
-use crate::schema::{ConnectionClosed, ProcessRef, ResetNote, ResetSeen, errno_name};
+use super::decode::{client, comm, errno_name, server};
+use super::layout::ResetReasons;
+use crate::schema::{Direction, KernelEvent, Packet, ProcessRef, ResetSeen, Side};
+use crate::time::Clock;
 
-/// Maps kernel time (CLOCK_MONOTONIC, what `bpf_ktime_get_ns` returns) to wall time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    wall_at_zero: SystemTime,
+/// One connection's end as the kernel saw it, typed: what the classifier reads, and what
+/// the `connection_closed` record is built from (once, after enrichment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelClose {
+    /// Kernel time (CLOCK_MONOTONIC ns) of the state change that ended it.
+    pub close_ns: u64,
+    /// The same, as wall time.
+    pub time: SystemTime,
+    /// Kernel time it was established, when the capture saw that.
+    pub start_ns: Option<u64>,
+    pub server: SocketAddr,
+    pub client: SocketAddr,
+    /// Whose end sent the first FIN or RST; `None` when neither sent one.
+    pub closed_by_side: Option<Side>,
+    pub packet: Option<Packet>,
+    /// The task that closed it, when the kernel did that in the task's own context.
+    pub pid: Option<u32>,
+    pub tid: Option<u32>,
+    pub comm: Option<String>,
+    pub rst_reason: Option<String>,
+    pub kernel_event: KernelEvent,
+    pub observed_on: Side,
+    /// The socket error the kernel reported (ECONNRESET, ETIMEDOUT, ...).
+    pub error: Option<String>,
+    pub server_process: Option<ProcessRef>,
+    pub client_process: Option<ProcessRef>,
+    /// Whether both ends' sockets are on this host.
+    pub both_ends_local: bool,
+    pub resets: Vec<KernelReset>,
+    /// What the Redis uprobes recorded for this close (all 0 when nothing).
+    pub redis: RedisRaw,
 }
 
-impl Clock {
-    pub fn new() -> Self {
-        let mono = monotonic_ns();
-        let now = SystemTime::now();
-        Self {
-            wall_at_zero: now
-                .checked_sub(Duration::from_nanos(mono))
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        }
-    }
-
-    /// A clock whose kernel time 0 is `wall_at_zero` (for tests and offline use).
-    pub fn fixed(wall_at_zero: SystemTime) -> Self {
-        Self { wall_at_zero }
-    }
-
-    pub fn wall(&self, ts_ns: u64) -> SystemTime {
-        self.wall_at_zero + Duration::from_nanos(ts_ns)
-    }
-
-    /// RFC 3339, UTC, microseconds.
-    pub fn rfc3339(&self, ts_ns: u64) -> String {
-        crate::time::rfc3339_micros(self.wall(ts_ns))
+impl KernelClose {
+    /// How long it lived, when its start was seen.
+    pub fn duration_ms(&self) -> Option<f64> {
+        self.start_ns
+            .filter(|s| self.close_ns >= *s)
+            .map(|s| (self.close_ns - s) as f64 / 1e6)
     }
 }
 
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A RST sent or received around a connection's end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelReset {
+    pub ts_ns: u64,
+    pub time: SystemTime,
+    pub direction: Direction,
+    pub side: Side,
+    pub rst_reason: Option<String>,
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, the kernel programs' clock.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+/// The uprobes' raw view of a close: return addresses in redis-server and its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RedisRaw {
+    pub freed_from: u64,
+    pub decided_in: u64,
+    pub client_flags: u64,
 }
 
 /// What the assembler hands to the writers.
 #[derive(Debug, Clone)]
 pub enum Assembled {
-    Closed(Box<ConnectionClosed>),
+    Closed(Box<KernelClose>),
     Reset(ResetSeen),
 }
 
@@ -169,7 +180,7 @@ impl Assembler {
         if let Some(first) = g.closed.first().copied() {
             self.merged_duplicates += g.closed.len() as u64 - 1;
             let record = self.connection(&first, &g.socks);
-            if !record.start_seen
+            if record.start_ns.is_none()
                 && record.server_process.is_none()
                 && record.client_process.is_none()
             {
@@ -193,9 +204,10 @@ impl Assembler {
         )
     }
 
-    fn connection(&self, c: &ConnClosed, socks: &[SockEvent]) -> ConnectionClosed {
+    fn connection(&self, c: &ConnClosed, socks: &[SockEvent]) -> KernelClose {
         let me = c.observer;
         let peer = other(me);
+        let (me_side, peer_side) = (side_of(me), side_of(peer));
         let rst_sent_by = |s: u32| {
             socks
                 .iter()
@@ -217,13 +229,19 @@ impl Assembler {
 
         let (closed_by, packet, (pid, tid, comm_), reason, kernel_event) = match c.how {
             how::SENT_FIN => (
-                Some(me),
-                Some("FIN"),
+                Some(me_side),
+                Some(Packet::Fin),
                 if c.in_task != 0 { task() } else { none },
                 None,
-                "sent_fin",
+                KernelEvent::SentFin,
             ),
-            how::RECEIVED_FIN => (Some(peer), Some("FIN"), none, None, "received_fin"),
+            how::RECEIVED_FIN => (
+                Some(peer_side),
+                Some(Packet::Fin),
+                none,
+                None,
+                KernelEvent::ReceivedFin,
+            ),
             how::ABORTED => {
                 // A task's abort sends its RST after the state change; a timer's abort
                 // (retransmission or keepalive timeout) reports an error instead, and a
@@ -233,24 +251,24 @@ impl Assembler {
                 });
                 if let Some(rst) = rst_after {
                     (
-                        Some(me),
-                        Some("RST"),
+                        Some(me_side),
+                        Some(Packet::Rst),
                         task(),
                         self.reason(rst.rst_reason),
-                        "aborted",
+                        KernelEvent::Aborted,
                     )
                 } else if error_on(me).is_some() {
                     let rst = rst_sent_by(me);
                     (
-                        rst.map(|_| me),
-                        rst.map(|_| "RST"),
+                        rst.map(|_| me_side),
+                        rst.map(|_| Packet::Rst),
                         none,
                         rst.and_then(|r| self.reason(r.rst_reason)),
-                        "timeout",
+                        KernelEvent::Timeout,
                     )
                 } else {
                     // No RST and no error followed: the abort is real, the task unproven.
-                    (Some(me), None, none, None, "aborted")
+                    (Some(me_side), None, none, None, KernelEvent::Aborted)
                 }
             }
             how::RECEIVED_RST => {
@@ -265,22 +283,22 @@ impl Assembler {
                     _ => none,
                 };
                 (
-                    Some(peer),
-                    Some("RST"),
+                    Some(peer_side),
+                    Some(Packet::Rst),
                     who,
                     sender.and_then(|s| self.reason(s.rst_reason)),
-                    "received_rst",
+                    KernelEvent::ReceivedRst,
                 )
             }
             _ => {
                 // how::ERROR: the kernel gave up on the connection itself.
                 let rst = rst_sent_by(me);
                 (
-                    rst.map(|_| me),
-                    rst.map(|_| "RST"),
+                    rst.map(|_| me_side),
+                    rst.map(|_| Packet::Rst),
                     none,
                     rst.and_then(|r| self.reason(r.rst_reason)),
-                    "timeout",
+                    KernelEvent::Timeout,
                 )
             }
         };
@@ -291,53 +309,47 @@ impl Assembler {
         let error = error_on(me)
             .or_else(|| socks.iter().find(|e| e.what == sock_event::ERROR))
             .map(|e| errno_name(e.error));
-        ConnectionClosed {
-            kind: "connection_closed",
-            time: self.clock.rfc3339(c.close_ns),
-            // Filled in by the cause classifier.
-            cause: Cause::Unknown,
-            closed_by: "unknown",
-            evidence: Vec::new(),
-            client_class: None,
-            killer: None,
-            redis_client: None,
-            server: srv.to_string(),
-            client: cli.to_string(),
-            closed_by_side: closed_by.map(side_name),
+        KernelClose {
+            close_ns: c.close_ns,
+            time: self.clock.wall(c.close_ns),
+            start_ns: (c.start_ns != 0).then_some(c.start_ns),
+            server: srv,
+            client: cli,
+            closed_by_side: closed_by,
             packet,
             pid,
             tid,
             comm: comm_,
             rst_reason: reason,
-            duration_ms: (c.start_ns != 0 && c.close_ns >= c.start_ns)
-                .then(|| (c.close_ns - c.start_ns) as f64 / 1e6),
             kernel_event,
-            observed_on: side_name(me),
+            observed_on: me_side,
             error,
             server_process: self.owners.get(&(srv, cli)).cloned(),
             client_process: self.owners.get(&(cli, srv)).cloned(),
-            start_seen: c.start_ns != 0,
             both_ends_local: u32::from(c.sockets_seen) & both == both,
             resets: socks
                 .iter()
                 .filter(|e| is_rst(e))
                 .map(|e| self.note(e))
                 .collect(),
-            close_ns: c.close_ns,
-            redis_code_path: None,
-            redis_raw: (c.redis_freed_from, c.redis_decided_in, c.redis_client_flags),
+            redis: RedisRaw {
+                freed_from: c.redis_freed_from,
+                decided_in: c.redis_decided_in,
+                client_flags: c.redis_client_flags,
+            },
         }
     }
 
-    fn note(&self, e: &SockEvent) -> ResetNote {
-        ResetNote {
-            time: self.clock.rfc3339(e.ts_ns),
+    fn note(&self, e: &SockEvent) -> KernelReset {
+        KernelReset {
+            ts_ns: e.ts_ns,
+            time: self.clock.wall(e.ts_ns),
             direction: if e.what == sock_event::RST_SENT {
-                "sent"
+                Direction::Sent
             } else {
-                "received"
+                Direction::Received
             },
-            side: side_name(e.side),
+            side: side_of(e.side),
             rst_reason: self.reason(e.rst_reason),
         }
     }
@@ -347,12 +359,11 @@ impl Assembler {
         let received = socks.iter().find(|e| e.what == sock_event::RST_RECEIVED);
         let first = sent.or(received).map_or(0, |e| e.ts_ns);
         ResetSeen {
-            kind: "reset",
-            time: self.clock.rfc3339(first),
-            server: server(key).to_string(),
-            client: client(key).to_string(),
-            sent_by: sent.map(|e| side_name(e.side)),
-            received_by: received.map(|e| side_name(e.side)),
+            time: Some(self.clock.wall(first)),
+            server: server(key),
+            client: client(key),
+            sent_by: sent.map(|e| side_of(e.side)),
+            received_by: received.map(|e| side_of(e.side)),
             rst_reason: sent.and_then(|e| self.reason(e.rst_reason)),
             pid: sent.filter(|e| e.in_task != 0).map(|e| e.tgid),
             comm: sent.filter(|e| e.in_task != 0).map(|e| comm(&e.comm)),
@@ -372,11 +383,12 @@ fn other(s: u32) -> u32 {
     }
 }
 
-pub fn side_name(s: u32) -> &'static str {
+/// The side a kernel record names.
+pub fn side_of(s: u32) -> Side {
     match s {
-        side::SERVER => "server",
-        side::CLIENT => "client",
-        _ => "unknown",
+        side::SERVER => Side::Server,
+        side::CLIENT => Side::Client,
+        _ => Side::Unknown,
     }
 }
 
@@ -471,7 +483,7 @@ mod tests {
         out
     }
 
-    fn only_conn(out: Vec<Assembled>) -> ConnectionClosed {
+    fn only_conn(out: Vec<Assembled>) -> KernelClose {
         assert_eq!(out.len(), 1, "{out:?}");
         match out.into_iter().next() {
             Some(Assembled::Closed(c)) => *c,
@@ -484,12 +496,12 @@ mod tests {
         let c = only_conn(run(|a| {
             a.push_closed(closed(how::SENT_FIN, side::CLIENT, 1, 1010 * MS))
         }));
-        assert_eq!(c.closed_by_side, Some("client"));
-        assert_eq!(c.packet, Some("FIN"));
+        assert_eq!(c.closed_by_side, Some(Side::Client));
+        assert_eq!(c.packet, Some(Packet::Fin));
         assert_eq!((c.pid, c.comm.as_deref()), (Some(77), Some("python3")));
-        assert_eq!(c.duration_ms, Some(10.0));
-        assert_eq!(c.server, "127.0.0.1:6379");
-        assert_eq!(c.client, "127.0.0.1:40000");
+        assert_eq!(c.duration_ms(), Some(10.0));
+        assert_eq!(c.server.to_string(), "127.0.0.1:6379");
+        assert_eq!(c.client.to_string(), "127.0.0.1:40000");
     }
 
     #[test]
@@ -497,7 +509,7 @@ mod tests {
         let c = only_conn(run(|a| {
             a.push_closed(closed(how::RECEIVED_FIN, side::SERVER, 0, 1010 * MS))
         }));
-        assert_eq!(c.closed_by_side, Some("client"));
+        assert_eq!(c.closed_by_side, Some(Side::Client));
         assert_eq!(c.pid, None);
         assert_eq!(c.comm, None);
     }
@@ -528,8 +540,8 @@ mod tests {
                 1010 * MS + 9,
             ));
         }));
-        assert_eq!(c.closed_by_side, Some("client"));
-        assert_eq!(c.packet, Some("RST"));
+        assert_eq!(c.closed_by_side, Some(Side::Client));
+        assert_eq!(c.packet, Some(Packet::Rst));
         assert_eq!(c.rst_reason.as_deref(), Some("TCP_STATE"));
         assert_eq!(c.pid, Some(77));
         assert_eq!(c.resets.len(), 2);
@@ -548,9 +560,9 @@ mod tests {
                 1010 * MS + 4,
             ));
         }));
-        assert_eq!(c.kernel_event, "timeout");
+        assert_eq!(c.kernel_event, KernelEvent::Timeout);
         assert_eq!(c.pid, None);
-        assert_eq!(c.packet, Some("RST"));
+        assert_eq!(c.packet, Some(Packet::Rst));
         assert_eq!(c.rst_reason.as_deref(), Some("TCP_KEEPALIVE_TIMEOUT"));
         assert_eq!(c.error.as_deref(), Some("ETIMEDOUT"));
     }
@@ -560,7 +572,7 @@ mod tests {
         let c = only_conn(run(|a| {
             a.push_closed(closed(how::ABORTED, side::SERVER, 1, 1010 * MS))
         }));
-        assert_eq!(c.closed_by_side, Some("server"));
+        assert_eq!(c.closed_by_side, Some(Side::Server));
         assert_eq!((c.pid, c.packet), (None, None));
     }
 
@@ -578,7 +590,7 @@ mod tests {
         a.flush(u64::MAX, &mut out);
         assert_eq!(a.merged_duplicates, 1);
         let c = only_conn(out);
-        assert_eq!(c.closed_by_side, Some("client"));
+        assert_eq!(c.closed_by_side, Some(Side::Client));
     }
 
     #[test]
@@ -596,8 +608,8 @@ mod tests {
         let [Assembled::Reset(r)] = out.as_slice() else {
             panic!("expected one reset record: {out:?}");
         };
-        assert_eq!(r.sent_by, Some("server"));
-        assert_eq!(r.received_by, Some("client"));
+        assert_eq!(r.sent_by, Some(Side::Server));
+        assert_eq!(r.received_by, Some(Side::Client));
         assert_eq!(r.rst_reason.as_deref(), Some("NO_SOCKET"));
     }
 

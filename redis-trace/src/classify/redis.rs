@@ -1,0 +1,335 @@
+//! Why Redis closed a connection: its own decision seen by the uprobes, its process
+//! ending, its log, and its last CLIENT LIST entry against its configuration.
+use std::time::{Duration, SystemTime};
+
+use super::{Evidence, Facts, Source, Verdict, code_paths};
+use crate::cause::Cause;
+use crate::kernel::assemble::KernelClose;
+use crate::schema::{ClientClass, OutputBufferLimit, ProcessEvent, ProcessEventKind};
+use crate::sources::redis::{BufferLimit, ClientEntry, RedisConfig};
+use crate::sources::redis_log::{LogEvent, LogKind};
+use crate::time::{rfc3339_millis, secs_between};
+
+/// The server end closed it. Why did Redis close it?
+pub(super) fn redis_close(c: &KernelClose, ev: &Facts<'_>, mut out: Vec<Evidence>) -> Verdict {
+    let close = c.time;
+    // Redis's own decision, seen by the uprobes: the strongest evidence there is.
+    if let Some(v) = code_paths::from_code_path(c, ev, &mut out) {
+        return v;
+    }
+    // The Redis process itself ending explains every close around it.
+    if let Some(v) = process_end(c, ev, &mut out) {
+        return v;
+    }
+    // Redis's log names the client's address on the closes it logs.
+    if let Some(v) = from_log(c, ev, &mut out) {
+        return v;
+    }
+    // The last CLIENT LIST entry of the connection.
+    if let Some((entry, seen)) = ev.client.filter(|(_, seen)| *seen <= close) {
+        let class = ClientClass::of_flags(&entry.flags);
+        out.push(client_list_line(entry, seen));
+        if let Some(cfg) = ev.config {
+            if let Some(limit) = limit_for(cfg, class)
+                && limit.hard > 0
+                && entry.omem >= limit.hard
+            {
+                out.push(Evidence::new(
+                    Source::Config,
+                    format!(
+                        "its output buffer ({} bytes) had reached the {} hard limit ({} bytes)",
+                        entry.omem,
+                        class.as_str(),
+                        limit.hard
+                    ),
+                ));
+                let mut v = Verdict::new(Cause::RedisOutputBufferLimit, out);
+                v.client_class = Some(class);
+                return v;
+            }
+            if let Some(q) = cfg.query_buffer_limit
+                && q > 0
+                && entry.qbuf >= q
+            {
+                out.push(Evidence::new(
+                    Source::Config,
+                    format!(
+                        "its query buffer ({} bytes) had reached client-query-buffer-limit ({q})",
+                        entry.qbuf
+                    ),
+                ));
+                return Verdict::new(Cause::RedisQueryBufferLimit, out);
+            }
+            if let Some(v) = idle_timeout(entry, seen, close, cfg, &mut out) {
+                return v;
+            }
+        }
+    } else if ev.redis_view.is_ok() {
+        out.push(Evidence::new(
+            Source::ClientList,
+            match ev.first_client_list {
+                Some(first) if first <= close => {
+                    "CLIENT LIST: no entry was seen for this connection (it lived between two snapshots)"
+                }
+                _ => "CLIENT LIST: not yet taken when it closed",
+            },
+        ));
+    }
+    if let Err(why) = ev.redis_view {
+        out.push(Evidence::new(
+            Source::Unavailable,
+            format!("Redis's own view was not available: {why}"),
+        ));
+    }
+    if let Err(why) = ev.log_view {
+        out.push(Evidence::new(
+            Source::Unavailable,
+            format!("Redis's log was not available: {why}"),
+        ));
+    }
+    Verdict::new(Cause::RedisCloseUnknown, out)
+}
+
+/// The limits of a client class.
+pub(super) fn limit_for(cfg: &RedisConfig, class: ClientClass) -> Option<&BufferLimit> {
+    match class {
+        ClientClass::Pubsub => cfg.cobl_pubsub.as_ref(),
+        ClientClass::Replica => cfg.cobl_replica.as_ref(),
+        ClientClass::Normal => cfg.cobl_normal.as_ref(),
+    }
+}
+
+/// "CLIENT LIST at T: id=.. name=.. flags=.. ...".
+pub(super) fn client_list_line(e: &ClientEntry, seen: SystemTime) -> Evidence {
+    let name = if e.name.is_empty() {
+        String::new()
+    } else {
+        format!(" name={}", e.name)
+    };
+    Evidence::new(
+        Source::ClientList,
+        format!(
+            "CLIENT LIST at {}: id={}{name} flags={} age={}s idle={}s omem={} qbuf={} cmd={}",
+            rfc3339_millis(seen),
+            e.id,
+            e.flags,
+            e.age,
+            e.idle,
+            e.omem,
+            e.qbuf,
+            e.cmd
+        ),
+    )
+}
+
+/// Redis's serverCron frees a client once `now - lastinteraction > timeout`, checking
+/// every client about once a second (server.c clientsCronHandleTimeout). From the idle
+/// time CLIENT LIST reported, the close is predicted to the second; a close at that time
+/// is the timeout, any other time is not.
+fn idle_timeout(
+    e: &ClientEntry,
+    seen: SystemTime,
+    close: SystemTime,
+    cfg: &RedisConfig,
+    out: &mut Vec<Evidence>,
+) -> Option<Verdict> {
+    let timeout = cfg.timeout.filter(|t| *t > 0)?;
+    // Exempt from the timeout: replicas, masters, blocked and pub/sub clients.
+    if e.flags.contains(['S', 'M', 'P', 'b']) {
+        return None;
+    }
+    // Redis counts in whole seconds: idle = unixtime - lastinteraction, and the client
+    // is freed once now - lastinteraction > timeout, so never before `seen - idle +
+    // timeout` (activity after the snapshot only makes it later), and at most about
+    // 2 s after it (the +1 of `>`, plus serverCron visiting each client once a second).
+    let last_activity = seen.checked_sub(Duration::from_secs(e.idle))?;
+    let predicted = last_activity.checked_add(Duration::from_secs(timeout))?;
+    let off = secs_between(predicted, close);
+    if (-0.05..=2.5).contains(&off) {
+        out.push(Evidence::new(
+            Source::Config,
+            format!(
+                "config: timeout is {timeout}s; idle {}s at that snapshot puts the idle timeout at {}, \
+                 and the close came {off:+.1}s from it",
+                e.idle,
+                rfc3339_millis(predicted)
+            ),
+        ));
+        let mut v = Verdict::new(Cause::RedisIdleTimeout, std::mem::take(out));
+        v.settings.timeout = Some(timeout);
+        return Some(v);
+    }
+    out.push(Evidence::new(
+        Source::Config,
+        format!(
+            "config: timeout is {timeout}s, but the close came {off:+.1}s from when that timeout \
+             would have fired: not the idle timeout (or the client was active after the last snapshot)"
+        ),
+    ));
+    None
+}
+
+/// Matches Redis log lines for this client's address within a few seconds of the close.
+pub(super) fn from_log(
+    c: &KernelClose,
+    ev: &Facts<'_>,
+    out: &mut Vec<Evidence>,
+) -> Option<Verdict> {
+    let near = |t: Option<SystemTime>| t.is_some_and(|t| secs_between(t, c.time).abs() <= 5.0);
+    let line = ev
+        .log
+        .iter()
+        .filter(|l| l.client_addr == Some(c.client) && near(l.time))
+        .find(|l| {
+            matches!(
+                l.kind,
+                LogKind::OutputBufferLimit
+                    | LogKind::QueryBufferLimit
+                    | LogKind::ClientEviction
+                    | LogKind::ProtocolError
+            )
+        })?;
+    out.push(log_line(line));
+    let mut v = match line.kind {
+        LogKind::OutputBufferLimit => {
+            let mut v = Verdict::new(Cause::RedisOutputBufferLimit, std::mem::take(out));
+            v.client_class = Some(ClientClass::of_flags(
+                line.client_flags.as_deref().unwrap_or(""),
+            ));
+            v
+        }
+        LogKind::QueryBufferLimit => {
+            Verdict::new(Cause::RedisQueryBufferLimit, std::mem::take(out))
+        }
+        LogKind::ClientEviction => Verdict::new(Cause::RedisClientEviction, std::mem::take(out)),
+        _ => Verdict::new(Cause::RedisProtocolError, std::mem::take(out)),
+    };
+    v.settings.logged_client_name = line.client_name.clone();
+    if let (Some(cfg), Some(class)) = (ev.config, v.client_class)
+        && let Some(l) = limit_for(cfg, class)
+    {
+        v.evidence.push(Evidence::new(
+            Source::Config,
+            format!(
+                "config: client-output-buffer-limit {} {} {} {}",
+                class.as_str(),
+                l.hard,
+                l.soft,
+                l.soft_seconds
+            ),
+        ));
+        v.settings.output_buffer_limit = Some(OutputBufferLimit {
+            class,
+            hard: l.hard,
+            soft: l.soft,
+            soft_seconds: l.soft_seconds,
+        });
+    }
+    Some(v)
+}
+
+fn log_line(l: &LogEvent) -> Evidence {
+    Evidence::new(Source::RedisLog, format!("Redis log: {}", l.line))
+}
+
+/// redis-server died or exited around the close, and the close came from its own exit.
+fn process_end(c: &KernelClose, ev: &Facts<'_>, out: &mut Vec<Evidence>) -> Option<Verdict> {
+    let close = c.time;
+    // Which Redis process: the closing task when the kernel names it, else any watched.
+    let pids: Vec<u32> = match c.pid {
+        Some(p) if ev.redis_pids.contains(&p) => vec![p],
+        Some(_) => return None,
+        None => ev.redis_pids.to_vec(),
+    };
+    let since = |e: &ProcessEvent, t: SystemTime| e.time.map(|et| secs_between(et, t));
+    // The exit must come before the close (the kernel closes a dying process's sockets
+    // after sched_process_exit) or within a second after it.
+    let exit = ev.proc_events.iter().find(|e| {
+        pids.contains(&e.pid)
+            && e.event == ProcessEventKind::Exit
+            && since(e, close).is_some_and(|s| (-1.0..=10.0).contains(&s))
+    })?;
+    let (pid, exit_time) = (exit.pid, exit.time?);
+    let before_exit = |e: &&ProcessEvent| {
+        e.pid == pid && since(e, exit_time).is_some_and(|s| (0.0..=30.0).contains(&s))
+    };
+    let kernel = |text: String| Evidence::new(Source::Kernel, text);
+    out.push(kernel(format!(
+        "kernel: redis-server (pid {pid}) exited at {}",
+        rfc3339_millis(exit_time)
+    )));
+    if ev
+        .proc_events
+        .iter()
+        .filter(before_exit)
+        .any(|e| e.event == ProcessEventKind::OomKill)
+    {
+        out.push(kernel(format!(
+            "kernel: the OOM killer chose redis-server (pid {pid}) as its victim"
+        )));
+        return Some(Verdict::new(Cause::RedisOomKilled, std::mem::take(out)));
+    }
+    let signal = ev
+        .proc_events
+        .iter()
+        .filter(before_exit)
+        .filter(|e| e.event == ProcessEventKind::Signal)
+        .find_map(|e| e.signal.as_ref());
+    let crash_log = ev
+        .log
+        .iter()
+        .find(|l| matches!(l.kind, LogKind::Crash { .. }) && l.pid.is_none_or(|p| p == pid));
+    let shutdown_log = ev.log.iter().find(|l| {
+        matches!(
+            l.kind,
+            LogKind::ShutdownRequested { .. } | LogKind::ReadyToExit
+        ) && l.pid.is_none_or(|p| p == pid)
+    });
+    match signal.map(|s| (s.number, s)) {
+        // SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT: a crash, whoever raised it.
+        Some((sig @ (4 | 6 | 7 | 8 | 11), s)) => {
+            out.push(kernel(format!(
+                "kernel: {} ({sig}) was sent to redis-server ({}, by {} pid {})",
+                s.name, s.origin, s.sender.comm, s.sender.pid
+            )));
+            if let Some(l) = crash_log {
+                out.push(log_line(l));
+            }
+            Some(Verdict::new(Cause::RedisCrashed, std::mem::take(out)))
+        }
+        Some((sig @ (2 | 15), s)) => {
+            out.push(kernel(format!(
+                "kernel: {} ({sig}) from {} (pid {}): Redis shuts down gracefully on it",
+                s.name, s.sender.comm, s.sender.pid
+            )));
+            if let Some(l) = shutdown_log {
+                out.push(log_line(l));
+            }
+            Some(Verdict::new(Cause::RedisShutdown, std::mem::take(out)))
+        }
+        Some((sig, s)) if s.sender.pid != pid => {
+            out.push(kernel(format!(
+                "kernel: {} ({sig}) was sent to redis-server by {} (pid {}, {})",
+                s.name, s.sender.comm, s.sender.pid, s.origin
+            )));
+            let mut v = Verdict::new(Cause::RedisKilled, std::mem::take(out));
+            v.killer = Some(format!("{} (pid {})", s.sender.comm, s.sender.pid));
+            Some(v)
+        }
+        _ => {
+            if let Some(l) = crash_log {
+                out.push(log_line(l));
+                return Some(Verdict::new(Cause::RedisCrashed, std::mem::take(out)));
+            }
+            match shutdown_log {
+                Some(l) => out.push(log_line(l)),
+                None => out.push(kernel(
+                    "kernel: no fatal signal and no OOM kill preceded the exit: \
+                     Redis exited on its own (SHUTDOWN)"
+                        .into(),
+                )),
+            }
+            Some(Verdict::new(Cause::RedisShutdown, std::mem::take(out)))
+        }
+    }
+}

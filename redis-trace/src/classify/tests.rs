@@ -1,0 +1,379 @@
+//! The classifier on recorded event sequences: what the kernel, Redis and its log
+//! said in real incidents, reduced to the facts each rule uses.
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::kernel::assemble::{KernelReset, RedisRaw};
+use crate::schema::{ProcessEventKind, ProcessRef, SignalInfo};
+use crate::sources::redis::BufferLimit;
+use crate::sources::redis_log::parse_line;
+
+const T0: u64 = 1_800_000_000;
+
+fn at(secs: f64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(T0 as f64 + secs)
+}
+
+fn closed(side: &str, packet: Option<Packet>, event: KernelEvent, t: f64) -> KernelClose {
+    let server = side == "server";
+    KernelClose {
+        close_ns: 0,
+        time: at(t),
+        start_ns: Some(0),
+        server: "127.0.0.1:6379".parse().expect("addr"),
+        client: "127.0.0.1:50000".parse().expect("addr"),
+        closed_by_side: Some(if server { Side::Server } else { Side::Client }),
+        packet,
+        pid: server.then_some(100),
+        tid: server.then_some(100),
+        comm: server.then(|| "redis-server".to_string()),
+        rst_reason: None,
+        kernel_event: event,
+        observed_on: Side::Server,
+        error: None,
+        server_process: None,
+        client_process: None,
+        both_ends_local: false,
+        resets: vec![],
+        redis: RedisRaw::default(),
+    }
+}
+
+fn entry(idle: u64, flags: &str, omem: u64) -> ClientEntry {
+    ClientEntry {
+        id: 7,
+        addr: "127.0.0.1:50000".parse().ok(),
+        name: "worker".into(),
+        flags: flags.into(),
+        idle,
+        omem,
+        cmd: "get".into(),
+        ..ClientEntry::default()
+    }
+}
+
+fn config() -> RedisConfig {
+    RedisConfig {
+        timeout: Some(10),
+        cobl_normal: Some(BufferLimit::default()),
+        cobl_pubsub: Some(BufferLimit {
+            hard: 32 << 20,
+            soft: 8 << 20,
+            soft_seconds: 60,
+        }),
+        query_buffer_limit: Some(1 << 30),
+        ..RedisConfig::default()
+    }
+}
+
+fn evidence<'a>(
+    client: Option<(&'a ClientEntry, SystemTime)>,
+    config: Option<&'a RedisConfig>,
+    procs: &'a [ProcessEvent],
+    log: &'a [LogEvent],
+) -> Facts<'a> {
+    Facts {
+        redis_pids: &[100],
+        proc_events: procs,
+        log,
+        client,
+        config,
+        redis_view: Ok(()),
+        first_client_list: Some(at(0.0)),
+        log_view: Ok(()),
+        code_path: None,
+    }
+}
+
+#[test]
+fn idle_client_closed_when_its_timeout_falls_due() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 20.3);
+    let e = entry(3, "N", 0);
+    let cfg = config();
+    // Snapshot at 13 s said idle 3 s: last activity at 10 s, timeout due at 20 s.
+    let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+    assert_eq!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
+    assert_eq!(v.closed_by(), ClosedBy::Redis);
+    assert!(v.evidence.iter().any(|s| s.text.starts_with("CLIENT LIST")));
+    assert!(v.evidence.iter().any(|s| s.text.contains("timeout is 10s")));
+}
+
+#[test]
+fn a_huge_timeout_from_a_hostile_redis_does_not_panic() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 20.3);
+    let e = entry(3, "N", 0);
+    let mut cfg = config();
+    // Past what parse_config keeps, as if a Redis had said it: checked, not a panic.
+    cfg.timeout = Some(u64::MAX);
+    let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+    assert_ne!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
+}
+
+#[test]
+fn a_close_long_before_the_timeout_is_not_called_a_timeout() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 15.0);
+    let e = entry(3, "N", 0);
+    let cfg = config();
+    let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+    assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|s| s.text.contains("not the idle timeout"))
+    );
+}
+
+#[test]
+fn pubsub_clients_are_exempt_from_the_idle_timeout() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 20.3);
+    let e = entry(3, "P", 0);
+    let cfg = config();
+    let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+    assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+}
+
+#[test]
+fn output_buffer_log_line_names_the_class() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 0.0);
+    let line = "100:M 25 Nov 2026 17:02:05.076 # Client id=6 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name=sub age=0 idle=0 flags=P db=0 sub=1 psub=0 omem=319608 cmd=subscribe user=default redir=-1 resp=2 scheduled to be closed ASAP for overcoming of output buffer limits.";
+    let mut ev = parse_line(line).expect("a log event");
+    ev.time = Some(at(-0.01));
+    let cfg = config();
+    let log = [ev];
+    let v = classify(&c, &evidence(None, Some(&cfg), &[], &log));
+    assert_eq!(v.cause, Cause::RedisOutputBufferLimit, "{v:#?}");
+    assert_eq!(v.client_class, Some(ClientClass::Pubsub));
+    assert!(v.evidence.iter().any(|s| s.text.starts_with("Redis log:")));
+    assert!(
+        v.evidence
+            .iter()
+            .any(|s| s.text.contains("pubsub 33554432 8388608 60"))
+    );
+}
+
+#[test]
+fn a_log_line_for_another_client_or_time_does_not_count() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 60.0);
+    let line = "100:M 25 Nov 2026 17:02:05.076 # Client id=6 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name= age=0 idle=0 flags=P db=0 sub=1 psub=0 omem=319608 cmd=subscribe user=default scheduled to be closed ASAP for overcoming of output buffer limits.";
+    let mut ev = parse_line(line).expect("a log event");
+    ev.time = Some(at(0.0)); // a minute before the close
+    let log = [ev];
+    let v = classify(&c, &evidence(None, None, &[], &log));
+    assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+}
+
+#[test]
+fn omem_over_the_hard_limit_is_an_output_buffer_close() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 5.0);
+    let e = entry(0, "P", 40 << 20);
+    let cfg = config();
+    let v = classify(&c, &evidence(Some((&e, at(4.5))), Some(&cfg), &[], &[]));
+    assert_eq!(v.cause, Cause::RedisOutputBufferLimit, "{v:#?}");
+    assert_eq!(v.client_class, Some(ClientClass::Pubsub));
+}
+
+fn exit(t: f64) -> ProcessEvent {
+    ProcessEvent {
+        time: Some(at(t)),
+        event: ProcessEventKind::Exit,
+        pid: 100,
+        comm: "redis-server".into(),
+        redis: true,
+        ..ProcessEvent::default()
+    }
+}
+
+fn signal(t: f64, sig: i32, name: &str, origin: &str, sender: u32, comm: &str) -> ProcessEvent {
+    ProcessEvent {
+        event: ProcessEventKind::Signal,
+        signal: Some(SignalInfo {
+            number: sig,
+            name: name.into(),
+            origin: origin.into(),
+            sender: ProcessRef {
+                pid: sender,
+                comm: comm.into(),
+            },
+            result: "delivered".into(),
+        }),
+        ..exit(t)
+    }
+}
+
+#[test]
+fn oom_kill_then_exit_explains_the_server_side_resets() {
+    let mut c = closed("server", Some(Packet::Rst), KernelEvent::Aborted, 1.01);
+    c.rst_reason = Some("TCP_ABORT_ON_CLOSE".into());
+    let procs = [
+        signal(1.0, 9, "SIGKILL", "kernel", 100, "redis-server"),
+        ProcessEvent {
+            event: ProcessEventKind::OomKill,
+            ..exit(1.0)
+        },
+        exit(1.005),
+    ];
+    let v = classify(&c, &evidence(None, None, &procs, &[]));
+    assert_eq!(v.cause, Cause::RedisOomKilled, "{v:#?}");
+}
+
+#[test]
+fn sigkill_from_another_process_names_it() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 1.01);
+    let procs = [signal(1.0, 9, "SIGKILL", "user", 4242, "kill"), exit(1.005)];
+    let v = classify(&c, &evidence(None, None, &procs, &[]));
+    assert_eq!(v.cause, Cause::RedisKilled, "{v:#?}");
+    assert_eq!(v.killer.as_deref(), Some("kill (pid 4242)"));
+}
+
+#[test]
+fn segfault_is_a_crash_and_sigterm_a_shutdown() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 1.01);
+    let procs = [
+        signal(1.0, 11, "SIGSEGV", "fault (code 1)", 100, "redis-server"),
+        exit(1.005),
+    ];
+    assert_eq!(
+        classify(&c, &evidence(None, None, &procs, &[])).cause,
+        Cause::RedisCrashed
+    );
+    let procs = [
+        signal(1.0, 15, "SIGTERM", "user", 77, "systemd"),
+        exit(1.005),
+    ];
+    assert_eq!(
+        classify(&c, &evidence(None, None, &procs, &[])).cause,
+        Cause::RedisShutdown
+    );
+}
+
+#[test]
+fn a_close_by_another_process_is_not_blamed_on_redis_dying() {
+    let mut c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 1.01);
+    c.pid = Some(555); // not the Redis pid
+    let procs = [exit(1.0)];
+    let v = classify(&c, &evidence(None, None, &procs, &[]));
+    assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+}
+
+#[test]
+fn client_side_endings() {
+    let c = closed("client", Some(Packet::Fin), KernelEvent::SentFin, 1.0);
+    assert_eq!(
+        classify(&c, &evidence(None, None, &[], &[])).cause,
+        Cause::ClientClose
+    );
+    let c = closed("client", Some(Packet::Rst), KernelEvent::Aborted, 1.0);
+    assert_eq!(
+        classify(&c, &evidence(None, None, &[], &[])).cause,
+        Cause::ClientReset
+    );
+    let c = closed("client", None, KernelEvent::Timeout, 1.0);
+    let v = classify(&c, &evidence(None, None, &[], &[]));
+    assert_eq!(
+        (v.cause, v.closed_by()),
+        (Cause::KernelReset, ClosedBy::Kernel)
+    );
+}
+
+#[test]
+fn received_rst_local_ends_not_sent_by_either_is_a_middlebox() {
+    let mut c = closed("client", Some(Packet::Rst), KernelEvent::ReceivedRst, 1.0);
+    c.observed_on = Side::Server;
+    c.both_ends_local = true;
+    let v = classify(&c, &evidence(None, None, &[], &[]));
+    assert_eq!(
+        (v.cause, v.closed_by()),
+        (Cause::MiddleboxReset, ClosedBy::Middlebox)
+    );
+    // The same RST, when the client's stack is seen sending it: the client reset.
+    c.resets = vec![KernelReset {
+        ts_ns: 0,
+        time: c.time,
+        direction: Direction::Sent,
+        side: Side::Client,
+        rst_reason: Some("TCP_ABORT_ON_DATA".into()),
+    }];
+    assert_eq!(
+        classify(&c, &evidence(None, None, &[], &[])).cause,
+        Cause::ClientReset
+    );
+    // A remote client: nothing tells the endpoint from the path.
+    c.resets.clear();
+    c.both_ends_local = false;
+    assert_eq!(
+        classify(&c, &evidence(None, None, &[], &[])).cause,
+        Cause::PeerReset
+    );
+}
+
+#[test]
+fn no_redis_view_says_so_and_stays_unknown() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 1.0);
+    let mut ev = evidence(None, None, &[], &[]);
+    ev.redis_view = Err("Redis requires a password");
+    let v = classify(&c, &ev);
+    assert_eq!(v.cause, Cause::RedisCloseUnknown);
+    assert!(
+        v.evidence
+            .iter()
+            .any(|s| s.text.contains("requires a password")),
+        "{v:#?}"
+    );
+}
+
+fn unknown_verdict() -> Verdict {
+    Verdict::new(
+        Cause::RedisCloseUnknown,
+        vec![Evidence::new(Source::KernelClose, "kernel: ...")],
+    )
+}
+
+#[test]
+fn one_counter_rise_matching_the_unexplained_closes_attributes_them() {
+    let w = CounterWindow {
+        from: Some(at(0.0)),
+        to: Some(at(1.0)),
+        client_kill_calls: 1,
+        ..CounterWindow::default()
+    };
+    let mut a = unknown_verdict();
+    let mut b = Verdict::new(Cause::RedisIdleTimeout, vec![]);
+    apply_counters(
+        &w,
+        &mut [&mut a, &mut b],
+        Some("id=9 addr=127.0.0.1:1 name=ops"),
+    );
+    assert_eq!(a.cause, Cause::RedisClientKill);
+    assert_eq!(a.killer.as_deref(), Some("id=9 addr=127.0.0.1:1 name=ops"));
+    assert_eq!(
+        b.cause,
+        Cause::RedisIdleTimeout,
+        "explained closes are left alone"
+    );
+}
+
+#[test]
+fn counters_that_do_not_match_attribute_nothing() {
+    let w = CounterWindow {
+        evicted_clients: 1,
+        ..CounterWindow::default()
+    };
+    let (mut a, mut b) = (unknown_verdict(), unknown_verdict());
+    apply_counters(&w, &mut [&mut a, &mut b], None);
+    assert_eq!(
+        (a.cause, b.cause),
+        (Cause::RedisCloseUnknown, Cause::RedisCloseUnknown)
+    );
+    assert!(a.evidence.iter().any(|s| s.text.contains("not attributed")));
+    let w = CounterWindow {
+        evicted_clients: 1,
+        client_kill_calls: 1,
+        ..CounterWindow::default()
+    };
+    let (mut a, mut b) = (unknown_verdict(), unknown_verdict());
+    apply_counters(&w, &mut [&mut a, &mut b], None);
+    assert_eq!(
+        (a.cause, b.cause),
+        (Cause::RedisCloseUnknown, Cause::RedisCloseUnknown)
+    );
+}
