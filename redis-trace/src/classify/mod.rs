@@ -145,7 +145,13 @@ pub fn classify(c: &KernelClose, facts: &Facts<'_>) -> Verdict {
         }
         (Some(Side::Client), Some(Packet::Rst), KernelEvent::ReceivedRst)
         | (Some(Side::Server), _, KernelEvent::ReceivedRst) => received_rst(c, kernel),
-        (Some(Side::Server), _, _) => redis::redis_close(c, facts, kernel),
+        (Some(Side::Server), _, _) => {
+            // Redis's own decision, seen by the uprobes: the strongest evidence there is.
+            match code_paths::from_code_path(c, facts, &mut kernel) {
+                Some(v) => v,
+                None => redis::redis_close(c, facts, kernel),
+            }
+        }
         _ => Verdict::new(Cause::Unknown, kernel),
     }
 }

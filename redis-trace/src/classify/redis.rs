@@ -2,7 +2,7 @@
 //! ending, its log, and its last CLIENT LIST entry against its configuration.
 use std::time::{Duration, SystemTime};
 
-use super::{Evidence, Facts, Source, Verdict, code_paths};
+use super::{Evidence, Facts, Source, Verdict};
 use crate::cause::Cause;
 use crate::kernel::assemble::KernelClose;
 use crate::schema::{ClientClass, OutputBufferLimit, ProcessEvent, ProcessEventKind};
@@ -10,13 +10,10 @@ use crate::sources::redis::{BufferLimit, ClientEntry, RedisConfig};
 use crate::sources::redis_log::{LogEvent, LogKind};
 use crate::time::{rfc3339_millis, secs_between};
 
-/// The server end closed it. Why did Redis close it?
+/// The server end closed it and the uprobes did not settle why (see
+/// [`super::code_paths`], which runs first). Why did Redis close it?
 pub(super) fn redis_close(c: &KernelClose, ev: &Facts<'_>, mut out: Vec<Evidence>) -> Verdict {
     let close = c.time;
-    // Redis's own decision, seen by the uprobes: the strongest evidence there is.
-    if let Some(v) = code_paths::from_code_path(c, ev, &mut out) {
-        return v;
-    }
     // The Redis process itself ending explains every close around it.
     if let Some(v) = process_end(c, ev, &mut out) {
         return v;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use super::Finding;
+use super::model::Summary;
 use super::model::{CapInfo, Conn, Model, ProcEvt, Status, ranked_causes};
 use super::texts::{class_words, redis_bytes};
-use super::{Finding, ReportOptions, Summary};
 use crate::cause::Cause;
 use crate::schema::{EndedBy, KernelEvent, OutputBufferLimit, ProcessEventKind, RedisState};
 
@@ -730,12 +731,12 @@ fn evidence_by_cause(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
     }
 }
 
-fn timeline(o: &mut String, m: &Model, opts: &ReportOptions, clock: &Clock) {
+fn timeline(o: &mut String, m: &Model, chart_name: &str, clock: &Clock) {
     let _ = writeln!(o, "## Timeline\n");
     let _ = writeln!(
         o,
         "![connection ends over time]({})\n",
-        opts.chart_name.replace(['(', ')', ' '], "_")
+        chart_name.replace(['(', ')', ' '], "_")
     );
     if m.conns.is_empty() {
         let _ = writeln!(o, "No connection ends.\n");
@@ -911,7 +912,8 @@ pub(super) fn render(
     m: &Model,
     sum: &Summary,
     findings: Option<&[Finding]>,
-    opts: &ReportOptions,
+    chart_name: &str,
+    redact: bool,
 ) -> String {
     let one_day = match (m.start, m.end) {
         (Some(a), Some(b)) => day(a) == day(b),
@@ -938,7 +940,7 @@ pub(super) fn render(
     what_to_do(&mut o, m, sum);
     risks(&mut o, findings);
     evidence_by_cause(&mut o, m, sum, &clock);
-    timeline(&mut o, m, opts, &clock);
+    timeline(&mut o, m, chart_name, &clock);
     events(&mut o, m, &clock);
     resets(&mut o, m, &clock);
     let files: Vec<String> = m.caps.iter().map(|c| code(&c.file)).collect();
@@ -954,7 +956,7 @@ pub(super) fn render(
         } else {
             String::new()
         },
-        if opts.redact {
+        if redact {
             " Client addresses, client names and client process names are pseudonyms \
              (`--redact`): the same client keeps the same pseudonym throughout."
         } else {

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
-use super::{Capture, Summary};
+use serde::Serialize;
+
+use super::read::Capture;
 use crate::cause::{Cause, ClosedBy};
 use crate::schema::{
     self, CaptureEnded, CaptureStarted, ConnectionClosed, Direction, EndedBy, KernelEvent, Packet,
@@ -310,6 +312,19 @@ impl Conn {
             .and_then(|r| r.evidence.get(r.key?))
             .cloned()
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Connection ends in the timeline (a connection seen from both ends counts once).
+    pub connections: u64,
+    pub by_cause: std::collections::BTreeMap<String, u64>,
+    /// The most frequent cause.
+    pub dominant_cause: Option<String>,
+    /// Summed over the captures: records the kernel could not hand over.
+    pub lost_events: u64,
+    /// Connections whose RST, received at one end, two captures prove neither end sent.
+    pub middlebox_proven: u64,
 }
 
 pub(super) struct Model {
