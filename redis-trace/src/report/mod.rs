@@ -23,7 +23,7 @@ mod model;
 mod read;
 mod redact;
 mod svg;
-mod texts;
+mod text;
 
 pub use model::Summary;
 pub use read::{Capture, load, parse_capture};

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use super::markdown::visible;
 use super::model::{Model, ranked_causes, secs_between};
+use super::text::visible;
 use crate::cause::Cause;
 use crate::schema::ProcessEventKind;
 
