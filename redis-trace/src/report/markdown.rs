@@ -10,8 +10,8 @@ use super::Finding;
 use super::model::Summary;
 use super::model::{CapInfo, Conn, Model, ProcEvt, Status, ranked_causes};
 use super::text::{
-    Clock, cell, class_words, code, count, day, duration_ms, full, hms, plain, redis_bytes, span,
-    truncate,
+    TimeStyle, cell, class_words, code, count, day, duration_ms, full, hms, plain, redis_bytes,
+    span, truncate,
 };
 use crate::cause::Cause;
 use crate::schema::{EndedBy, KernelEvent, OutputBufferLimit, ProcessEventKind, RedisState};
@@ -197,7 +197,7 @@ fn window_of(start: Option<SystemTime>, end: Option<SystemTime>) -> String {
 }
 
 /// What the `redis_status` records say of each Redis server.
-fn redis_line(m: &Model, clock: &Clock) -> String {
+fn redis_line(m: &Model, style: &TimeStyle) -> String {
     if m.statuses.is_empty() {
         return "not queried (no `redis_status` record: `--no-redis`, or no Redis seen)".into();
     }
@@ -235,7 +235,7 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
                         t,
                         ", up {} at {}",
                         span(Duration::from_secs(up)),
-                        clock.of(ok.time)
+                        style.of(ok.time)
                     );
                 }
                 if !ok.log_readable {
@@ -262,7 +262,7 @@ fn redis_line(m: &Model, clock: &Clock) -> String {
     parts.join("; ")
 }
 
-fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
+fn header(o: &mut String, m: &Model, sum: &Summary, style: &TimeStyle) {
     let total_resets = m.resets.len() as u64;
     let ends = format!(
         "{} ({} not part of a close, {})",
@@ -278,7 +278,7 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
             cell(&c.host),
             cell(&c.kernel)
         );
-        let _ = writeln!(o, "| Redis | {} |", redis_line(m, clock));
+        let _ = writeln!(o, "| Redis | {} |", redis_line(m, style));
         let ended = c
             .ended
             .as_ref()
@@ -306,7 +306,7 @@ fn header(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
         let _ = writeln!(o, "| Lost events | {} |", lost_of(c));
         return;
     }
-    let _ = writeln!(o, "| Redis | {} |", redis_line(m, clock));
+    let _ = writeln!(o, "| Redis | {} |", redis_line(m, style));
     let _ = writeln!(o, "| Capture window | {} |", window_of(m.start, m.end));
     let _ = writeln!(o, "| Connection ends | {ends} |");
     let _ = writeln!(
@@ -508,12 +508,12 @@ fn closed_by(c: &Conn) -> String {
     s
 }
 
-fn example(o: &mut String, i: usize, c: &Conn, m: &Model, clock: &Clock) {
+fn example(o: &mut String, i: usize, c: &Conn, m: &Model, style: &TimeStyle) {
     let r = &c.rec;
     let mut line = format!(
         "{}. {} · client {}",
         i + 1,
-        clock.of(r.time),
+        style.of(r.time),
         code(&r.client)
     );
     if let Some(n) = c.client_name() {
@@ -554,7 +554,7 @@ fn pick_examples<'a>(conns: &[&'a Conn]) -> Vec<&'a Conn> {
     idx.into_iter().map(|i| conns[i]).collect()
 }
 
-fn evidence_by_cause(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
+fn evidence_by_cause(o: &mut String, m: &Model, sum: &Summary, style: &TimeStyle) {
     if sum.connections == 0 {
         return;
     }
@@ -573,13 +573,13 @@ fn evidence_by_cause(o: &mut String, m: &Model, sum: &Summary, clock: &Clock) {
             }
         );
         for (i, c) in ex.into_iter().enumerate() {
-            example(o, i, c, m, clock);
+            example(o, i, c, m, style);
         }
         o.push('\n');
     }
 }
 
-fn timeline(o: &mut String, m: &Model, chart_name: &str, clock: &Clock) {
+fn timeline(o: &mut String, m: &Model, chart_name: &str, style: &TimeStyle) {
     let _ = writeln!(o, "## Timeline\n");
     let _ = writeln!(
         o,
@@ -599,7 +599,7 @@ fn timeline(o: &mut String, m: &Model, chart_name: &str, clock: &Clock) {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            clock.of(r.time),
+            style.of(r.time),
             cell(c.cause.as_str()),
             closed_by(c),
             cell(&r.client),
@@ -681,7 +681,7 @@ fn status_line(s: &Status) -> Option<String> {
     }
 }
 
-fn events(o: &mut String, m: &Model, clock: &Clock) {
+fn events(o: &mut String, m: &Model, style: &TimeStyle) {
     let mut rows: Vec<(Option<SystemTime>, usize, String)> = Vec::new();
     for p in &m.procs {
         rows.push((p.time, p.cap, proc_line(p)));
@@ -703,12 +703,12 @@ fn events(o: &mut String, m: &Model, clock: &Clock) {
         } else {
             String::new()
         };
-        let _ = writeln!(o, "- {} {line}{host}", clock.of(t));
+        let _ = writeln!(o, "- {} {line}{host}", style.of(t));
     }
     o.push('\n');
 }
 
-fn resets(o: &mut String, m: &Model, clock: &Clock) {
+fn resets(o: &mut String, m: &Model, style: &TimeStyle) {
     if m.resets.is_empty() {
         return;
     }
@@ -738,7 +738,7 @@ fn resets(o: &mut String, m: &Model, clock: &Clock) {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {pc} |",
-            clock.of(r.time),
+            style.of(r.time),
             cell(&r.client),
             cell(&r.server),
             r.sent_by
@@ -772,7 +772,7 @@ pub(super) fn render(
         .filter_map(|c| c.rec.time)
         .chain(m.procs.iter().filter_map(|p| p.time))
         .all(|t| m.start.is_some_and(|a| day(a) == day(t)));
-    let clock = Clock { one_day };
+    let style = TimeStyle { one_day };
     let mut o = String::new();
     let title_day = m.start.map(|t| format!(", {}", day(t))).unwrap_or_default();
     let hosts: Vec<String> = m.caps.iter().map(|c| code(&c.host)).collect();
@@ -782,22 +782,22 @@ pub(super) fn render(
         hosts.join(" and ")
     );
     warnings(&mut o, m, sum);
-    header(&mut o, m, sum, &clock);
+    header(&mut o, m, sum, &style);
     o.push('\n');
     verdict(&mut o, m, sum);
     what_to_do(&mut o, m, sum);
     risks(&mut o, findings);
-    evidence_by_cause(&mut o, m, sum, &clock);
-    timeline(&mut o, m, chart_name, &clock);
-    events(&mut o, m, &clock);
-    resets(&mut o, m, &clock);
+    evidence_by_cause(&mut o, m, sum, &style);
+    timeline(&mut o, m, chart_name, &style);
+    events(&mut o, m, &style);
+    resets(&mut o, m, &style);
     let files: Vec<String> = m.caps.iter().map(|c| code(&c.file)).collect();
     let _ = writeln!(
         o,
         "---\nGenerated by `redis-trace report` {} from {}. Times are UTC{}.{}",
         env!("CARGO_PKG_VERSION"),
         files.join(", "),
-        if clock.one_day {
+        if style.one_day {
             m.start
                 .map(|t| format!(", on {}", day(t)))
                 .unwrap_or_default()

@@ -110,11 +110,11 @@ pub(super) fn day(t: SystemTime) -> String {
 }
 
 /// How times show in lists: clock time when everything is on one UTC day.
-pub(super) struct Clock {
+pub(super) struct TimeStyle {
     pub one_day: bool,
 }
 
-impl Clock {
+impl TimeStyle {
     pub fn of(&self, t: Option<SystemTime>) -> String {
         match t {
             Some(t) if self.one_day => hms(t),
