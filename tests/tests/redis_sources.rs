@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use redis_trace::sources::procinfo::{processes_named, redis_ports};
 use redis_trace::sources::redis::{BufferLimit, Poller, PollerMsg, Session, Target};
 use scenario_tests::Redis;
 
@@ -222,4 +224,28 @@ fn redis_client_poller_down_and_back() {
     let started = Instant::now();
     p.stop();
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+// ---- sources::procinfo: a running server, as /proc shows it -------------------------
+
+const REDIS: &[&str] = &["redis-server", "valkey-server"];
+
+#[test]
+fn redis_ports_finds_a_running_redis_server() -> anyhow::Result<()> {
+    let redis = Redis::start();
+    let port = redis.port;
+    let pid = redis.pid();
+
+    let ports = redis_ports(REDIS)?;
+    let (_, process) = ports
+        .iter()
+        .find(|(p, _)| *p == port)
+        .with_context(|| format!("port {port} not in {ports:?}"))?;
+    assert_eq!(process.pid, pid);
+    assert_eq!(process.comm, "redis-server");
+    assert!(ports.windows(2).all(|w| w[0].0 < w[1].0), "{ports:?}");
+
+    let named = processes_named(REDIS)?;
+    assert!(named.iter().any(|p| p.pid == pid), "{named:?}");
+    Ok(())
 }
