@@ -33,3 +33,14 @@ impl Finding {
         }
     }
 }
+
+impl Severity {
+    /// The severity as the report's Markdown writes it: "Critical", "Warning", "Info".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "Critical",
+            Severity::Warning => "Warning",
+            Severity::Info => "Info",
+        }
+    }
+}

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use super::model::{CapInfo, Conn, Model, ProcEvt, Status, ranked_causes};
 use super::texts::{cause_text, class_words, idle_timeout, output_limit};
-use super::{Finding, ReportOptions, Summary};
+use super::{ReportOptions, Summary};
+use crate::diagnose::finding::Finding;
 
 /// Examples shown per cause.
 const EXAMPLES: usize = 3;
@@ -603,7 +604,9 @@ fn risks(o: &mut String, findings: Option<&[Finding]>) {
         }
         Some(f) => {
             let mut f: Vec<&Finding> = f.iter().collect();
-            f.sort_by_key(|x| x.severity);
+            // Most severe first (Severity orders Info < Warning < Critical); stable, so
+            // findings of one severity keep diagnose's order.
+            f.sort_by_key(|x| std::cmp::Reverse(x.severity));
             for x in f {
                 let _ = writeln!(o, "- **{}: {}**", x.severity.as_str(), plain(&x.title));
                 for e in &x.evidence {

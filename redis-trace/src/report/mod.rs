@@ -19,6 +19,8 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::diagnose::finding::Finding;
+
 mod markdown;
 mod model;
 mod redact;
@@ -33,34 +35,6 @@ mod tests;
 pub struct Capture {
     pub path: PathBuf,
     pub records: Vec<Value>,
-}
-
-/// How bad a risk finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Critical,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "Critical",
-            Severity::Warning => "Warning",
-            Severity::Info => "Info",
-        }
-    }
-}
-
-/// A risk found in the configuration or the capture (written by `diagnose`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub title: String,
-    pub evidence: Vec<String>,
-    pub fix: String,
 }
 
 pub struct ReportOptions<'a> {
