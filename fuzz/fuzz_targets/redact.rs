@@ -7,7 +7,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use redis_trace::report::{Finding, ReportOptions, Severity, parse_capture};
+use redis_trace::diagnose::finding::{Finding, Severity};
+use redis_trace::report::{ReportOptions, parse_capture};
 use redis_trace_fuzz::{CAPTURE, render_checked, split_captures};
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! What the tool says to the operator on stderr: one line each, prefixed, and escaped as
 //! a whole (a line may quote Redis, /proc or a path, which a local user can control).
-use crate::sources::procinfo::escape_name;
+use crate::output::escape_name;
 
 /// `redis-trace: LINE`.
 pub fn note(line: &str) {

@@ -103,13 +103,30 @@ impl Redis {
     /// Starts redis-server with extra arguments, optionally through a wrapper command
     /// (e.g. one that moves it into a memory cgroup first).
     pub fn start_with(extra: &[&str], wrapper: Option<&[&str]>) -> Self {
-        let mut redis = Self::spawn(extra, wrapper);
-        redis.wait_ready(|r| r.try_command("PING").is_ok_and(|p| p.starts_with("+PONG")));
+        Self::start_on(free_port(), extra, wrapper)
+    }
+
+    /// Like [`Redis::start_with`], on `port`: e.g. a server's again after it was stopped.
+    /// Ready once PING is answered: PONG, or NOAUTH from a server with a password.
+    pub fn start_on(port: u16, extra: &[&str], wrapper: Option<&[&str]>) -> Self {
+        let mut redis = Self::spawn(port, extra, wrapper);
+        redis.wait_ready(|r| {
+            r.try_command("PING")
+                .is_ok_and(|p| p.starts_with("+PONG") || p.starts_with("-NOAUTH"))
+        });
         redis
     }
 
-    fn spawn(extra: &[&str], wrapper: Option<&[&str]>) -> Self {
-        let port = free_port();
+    /// Like [`Redis::start_with`], but ready as soon as it accepts a connection: no
+    /// command is sent, so its command statistics (INFO commandstats) show only what the
+    /// test runs.
+    pub fn start_without_commands(extra: &[&str]) -> Self {
+        let mut redis = Self::spawn(free_port(), extra, None);
+        redis.wait_ready(|r| TcpStream::connect_timeout(&r.addr(), Duration::from_secs(2)).is_ok());
+        redis
+    }
+
+    fn spawn(port: u16, extra: &[&str], wrapper: Option<&[&str]>) -> Self {
         let dir = private_dir("test");
         let mut args: Vec<String> = vec![
             "--port".into(),
@@ -139,6 +156,9 @@ impl Redis {
         let child = cmd
             .args(&args)
             .stdin(Stdio::null())
+            // Its log goes to --logfile; one started with `--logfile ""` logs here instead,
+            // which is not the test's output.
+            .stdout(Stdio::null())
             .spawn()
             .expect("starting redis-server (installed by scripts/setup.sh)");
         Redis { port, child, dir }
@@ -147,7 +167,7 @@ impl Redis {
     /// Starts redis-server with `extra` arguments where it listens on `port` some other
     /// way (TLS): ready once `redis-cli -p port CLI_ARGS PING` answers PONG.
     pub fn start_with_ping(extra: &[&str], port: u16, cli_args: &[&str]) -> Self {
-        let mut redis = Self::spawn(extra, None);
+        let mut redis = Self::spawn(free_port(), extra, None);
         redis.port = port;
         let cli: Vec<String> = cli_args.iter().map(|s| s.to_string()).collect();
         redis.wait_ready(move |r| {

@@ -6,12 +6,12 @@ use super::{Evidence, Facts, Source, Verdict};
 use crate::cause::Cause;
 use crate::kernel::assemble::KernelClose;
 use crate::schema::{ClientClass, OutputBufferLimit, ProcessEvent, ProcessEventKind};
-use crate::sources::redis::{BufferLimit, ClientEntry, RedisConfig};
+use crate::sources::redis::{ClientEntry, RedisConfig};
 use crate::sources::redis_log::{LogEvent, LogKind};
 use crate::time::{rfc3339_millis, secs_between};
 
 /// The server end closed it and the uprobes did not settle why (see
-/// [`super::code_paths`], which runs first). Why did Redis close it?
+/// `code_paths`, which runs first). Why did Redis close it?
 pub(super) fn redis_close(c: &KernelClose, ev: &Facts<'_>, mut out: Vec<Evidence>) -> Verdict {
     let close = c.time;
     // The Redis process itself ending explains every close around it.
@@ -27,7 +27,7 @@ pub(super) fn redis_close(c: &KernelClose, ev: &Facts<'_>, mut out: Vec<Evidence
         let class = ClientClass::of_flags(&entry.flags);
         out.push(client_list_line(entry, seen));
         if let Some(cfg) = ev.config {
-            if let Some(limit) = limit_for(cfg, class)
+            if let Some(limit) = cfg.limit_for(class)
                 && limit.hard > 0
                 && entry.omem >= limit.hard
             {
@@ -85,15 +85,6 @@ pub(super) fn redis_close(c: &KernelClose, ev: &Facts<'_>, mut out: Vec<Evidence
         ));
     }
     Verdict::new(Cause::RedisCloseUnknown, out)
-}
-
-/// The limits of a client class.
-pub(super) fn limit_for(cfg: &RedisConfig, class: ClientClass) -> Option<&BufferLimit> {
-    match class {
-        ClientClass::Pubsub => cfg.cobl_pubsub.as_ref(),
-        ClientClass::Replica => cfg.cobl_replica.as_ref(),
-        ClientClass::Normal => cfg.cobl_normal.as_ref(),
-    }
 }
 
 /// "CLIENT LIST at T: id=.. name=.. flags=.. ...".
@@ -203,7 +194,7 @@ pub(super) fn from_log(
     };
     v.settings.logged_client_name = line.client_name.clone();
     if let (Some(cfg), Some(class)) = (ev.config, v.client_class)
-        && let Some(l) = limit_for(cfg, class)
+        && let Some(l) = cfg.limit_for(class)
     {
         v.evidence.push(Evidence::new(
             Source::Config,

@@ -56,7 +56,7 @@ pub fn run(
             tls: access.tls,
         })
         .ok()?;
-        Some(super::report::findings(&d))
+        Some(d.findings)
     });
     let captures: [PathBuf; 1] = [json];
     let (summary, svg) = super::report::write(&captures, &md, redact, findings.as_deref())?;

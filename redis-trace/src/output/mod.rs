@@ -1,5 +1,5 @@
 //! Writers: JSON lines for tooling, a human timeline for the terminal ([`timeline`]),
-//! private output files ([`files`]).
+//! private output files ([`files`]), and [`escape_name`] for everything printed.
 //!
 //! Both are buffered and flushed by the capture loop once per drain, not per record:
 //! at thousands of connections a second, a write per record is what costs.
@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
+mod escape;
 mod files;
 mod timeline;
 
+pub use escape::escape_name;
 pub use files::{create_private, write_private};
 pub use timeline::{closed_line, process_line, redis_status_line, reset_line, status_line};
 

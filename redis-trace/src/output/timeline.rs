@@ -2,11 +2,11 @@
 //! Redis and /proc).
 use std::time::{Duration, SystemTime};
 
+use crate::output::escape_name;
 use crate::schema::{
     ConnectionClosed, Counts, KernelEvent, ProcessEvent, ProcessEventKind, RedisState, RedisStatus,
     ResetSeen,
 };
-use crate::sources::procinfo::escape_name;
 
 /// The clock time of a record, for the timeline (HH:MM:SS.mmm).
 fn clock_of(time: Option<SystemTime>) -> String {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use super::Finding;
 use super::model::Summary;
 use super::model::{CapInfo, Conn, Model, ProcEvt, Status, ranked_causes};
 use super::text::{
@@ -14,6 +13,7 @@ use super::text::{
     span, truncate,
 };
 use crate::cause::Cause;
+use crate::diagnose::finding::Finding;
 use crate::schema::{EndedBy, KernelEvent, OutputBufferLimit, ProcessEventKind, RedisState};
 
 /// Examples shown per cause.
@@ -458,7 +458,9 @@ fn risks(o: &mut String, findings: Option<&[Finding]>) {
         }
         Some(f) => {
             let mut f: Vec<&Finding> = f.iter().collect();
-            f.sort_by_key(|x| x.severity);
+            // Most severe first (Severity orders Info < Warning < Critical); stable, so
+            // findings of one severity keep diagnose's order.
+            f.sort_by_key(|x| std::cmp::Reverse(x.severity));
             for x in f {
                 let _ = writeln!(o, "- **{}: {}**", x.severity.as_str(), plain(&x.title));
                 for e in &x.evidence {

@@ -16,7 +16,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+
+use crate::diagnose::finding::Finding;
 
 mod markdown;
 mod model;
@@ -30,34 +31,6 @@ pub use read::{Capture, load, parse_capture};
 
 #[cfg(test)]
 mod tests;
-
-/// How bad a risk finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Critical,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "Critical",
-            Severity::Warning => "Warning",
-            Severity::Info => "Info",
-        }
-    }
-}
-
-/// A risk found in the configuration or the capture (written by `diagnose`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub title: String,
-    pub evidence: Vec<String>,
-    pub fix: String,
-}
 
 pub struct ReportOptions<'a> {
     /// Replace client addresses, client names and client process names by pseudonyms.

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::Finding;
 use super::model::{CapInfo, Model, ProcRef, Rec};
+use crate::diagnose::finding::Finding;
 
 pub(super) struct Redactor {
     server_addrs: HashSet<(IpAddr, u16)>,
