@@ -457,3 +457,22 @@ fn diagnose_real_unreachable_and_refused() {
     );
     assert!(err.contains("Redis requires a password"), "{err}");
 }
+
+/// The version read from redis-server's ELF (never by running it, in redis-trace) is the
+/// one the binary itself prints: here the test runs it, as the tool must not.
+#[test]
+fn version_of_the_installed_redis_server_from_its_elf() {
+    let data = std::fs::read("/usr/bin/redis-server").expect("redis-server installed");
+    let file = object::File::parse(&*data).expect("an ELF");
+    let v = redis_trace::kernel::uprobes::elf_version(&file).expect("a Redis version in .rodata");
+    assert_eq!(v.server, "redis");
+    let out = std::process::Command::new("/usr/bin/redis-server")
+        .arg("--version")
+        .output()
+        .expect("run the test's own redis-server");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains(&format!("v={} ", v.version)),
+        "ELF says {v:?}, the binary says {line}"
+    );
+}
