@@ -344,7 +344,7 @@ fn duration_ends_the_capture_by_itself() {
         .read_to_string(&mut out)
         .expect("read");
     assert!(started.elapsed() >= Duration::from_secs(2));
-    let last: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("json");
+    let last = scenario_tests::record(out.lines().last().expect("a line"));
     assert_eq!(last["ended_by"], "duration", "{last}");
 }
 

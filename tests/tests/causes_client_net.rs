@@ -7,15 +7,16 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use scenario_tests::resp::{self, Reply};
 use scenario_tests::{
-    Redis, closed_for, free_port, redis_trace_bin, require_root, set_linger_zero, wait_timeout,
+    Netns, Redis, RedisOptions, closed_for, free_port, in_netns, redis_trace_bin, require_root,
+    set_linger_zero, wait_timeout,
 };
 use serde_json::Value;
 
@@ -84,146 +85,23 @@ fn run(args: &[&str]) -> String {
 
 // ---- redis-server of our own, with any arguments ---------------------------------
 
-/// Starts redis-server on `port` with the harness's defaults plus `extra`, optionally
-/// through `wrapper` (e.g. `ip netns exec NS`), binding `bind`. Ready once a PING on
-/// `probe` answers +PONG or -NOAUTH (a server with a password). The returned `Redis`
-/// kills it and removes its directory on drop.
-fn start_redis(
-    port: u16,
-    bind: &str,
-    extra: &[&str],
-    wrapper: Option<&[&str]>,
-    probe: &dyn Fn() -> std::io::Result<String>,
-) -> Redis {
-    let dir = scenario_tests::private_dir(&format!("cnet-{port}"));
-    let mut args: Vec<String> = vec![
-        "--port".into(),
-        port.to_string(),
-        "--bind".into(),
-        bind.into(),
-        "--save".into(),
-        "".into(),
-        "--appendonly".into(),
-        "no".into(),
-        "--daemonize".into(),
-        "no".into(),
-        "--dir".into(),
-        dir.display().to_string(),
-        "--logfile".into(),
-        dir.join("redis.log").display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut cmd = match wrapper {
-        Some(w) => {
-            let mut c = Command::new(w[0]);
-            c.args(&w[1..]).arg("redis-server");
-            c
-        }
-        None => Command::new("redis-server"),
-    };
-    let child = cmd
-        .args(&args)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("starting redis-server");
-    let mut redis = Redis { port, child, dir };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(reply) = probe()
-            && (reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
-        {
-            break;
-        }
-        if let Ok(Some(status)) = redis.child.try_wait() {
-            let log = std::fs::read_to_string(redis.dir.join("redis.log")).unwrap_or_default();
-            panic!("redis-server exited at start: {status}; log:\n{log}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not answer PING in 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    redis
-}
-
-fn loopback_probe(port: u16) -> impl Fn() -> std::io::Result<String> {
-    move || {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"PING\r\n")?;
-        let mut line = String::new();
-        BufReader::new(&s).read_line(&mut line)?;
-        Ok(line)
-    }
+/// Starts redis-server (the lab's defaults plus `options`), ready once a PING answers
+/// +PONG or -NOAUTH (a server with a password). The returned `Redis` kills it and
+/// removes its directory on drop.
+fn start_redis(port: u16, options: RedisOptions) -> Redis {
+    options
+        .port(port)
+        .dir_prefix(&format!("redis-trace-cnet-{port}"))
+        .start()
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A loopback redis-server (127.0.0.1 and ::1) on a free port.
 fn local_redis(extra: &[&str]) -> Redis {
-    let port = free_port();
-    start_redis(port, "127.0.0.1 ::1", extra, None, &loopback_probe(port))
+    start_redis(free_port(), Redis::options().args(extra))
 }
 
 // ---- a minimal RESP client (for AUTH, ACL, MONITOR) ----------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-enum Resp {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<String>),
-    Array(Option<Vec<Resp>>),
-}
-
-impl Resp {
-    fn text(&self) -> Option<&str> {
-        match self {
-            Resp::Simple(s) | Resp::Bulk(Some(s)) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let line = line.trim_end_matches(['\r', '\n']);
-    let bad = || std::io::Error::other(format!("bad RESP line {line:?}"));
-    let (kind, rest) = (line.get(..1).ok_or_else(bad)?, &line[1..]);
-    let num = || rest.parse::<i64>().map_err(|_| bad());
-    Ok(match kind {
-        "+" => Resp::Simple(rest.to_string()),
-        "-" => Resp::Error(rest.to_string()),
-        ":" => Resp::Int(num()?),
-        "$" => {
-            let n = num()?;
-            if n < 0 {
-                Resp::Bulk(None)
-            } else {
-                let mut buf = vec![0u8; n as usize + 2];
-                r.read_exact(&mut buf)?;
-                buf.truncate(n as usize);
-                Resp::Bulk(Some(String::from_utf8_lossy(&buf).into_owned()))
-            }
-        }
-        "*" => {
-            let n = num()?;
-            if n < 0 {
-                Resp::Array(None)
-            } else {
-                let mut items = Vec::new();
-                for _ in 0..n {
-                    items.push(read_resp(r)?);
-                }
-                Resp::Array(Some(items))
-            }
-        }
-        _ => return Err(bad()),
-    })
-}
 
 struct Conn {
     stream: TcpStream,
@@ -242,25 +120,21 @@ impl Conn {
     }
 
     fn send(&mut self, args: &[&str]) {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        self.stream.write_all(out.as_bytes()).expect("write");
+        resp::send(&mut self.stream, args).expect("write");
     }
 
-    fn call(&mut self, args: &[&str]) -> Resp {
+    fn call(&mut self, args: &[&str]) -> Reply {
         self.send(args);
-        read_resp(&mut self.reader).unwrap_or_else(|e| panic!("reply to {args:?}: {e}"))
+        resp::read_reply(&mut self.reader).unwrap_or_else(|e| panic!("reply to {args:?}: {e}"))
     }
 }
 
 /// One command as an administrator (default user, `password`), on a fresh connection
 /// (a server with `--timeout 1` closes idle ones). Returns the reply and the address the
 /// command came from.
-fn admin(redis: &Redis, password: &str, args: &[&str]) -> (Resp, SocketAddr) {
+fn admin(redis: &Redis, password: &str, args: &[&str]) -> (Reply, SocketAddr) {
     let mut c = Conn::open(redis.addr());
-    assert_eq!(c.call(&["AUTH", password]), Resp::Simple("OK".into()));
+    assert_eq!(c.call(&["AUTH", password]), Reply::Simple("OK".into()));
     let reply = c.call(args);
     (reply, c.local())
 }
@@ -320,7 +194,7 @@ impl Cap {
             let err = cap.stderr.take().and_then(|h| h.join().ok());
             panic!("redis-trace did not start within 30 s; stderr:\n{err:?}");
         };
-        let started: Value = serde_json::from_str(&first).expect("first line is JSON");
+        let started = scenario_tests::record(&first);
         assert_eq!(
             started["type"], "capture_started",
             "first JSON line must be capture_started: {first}"
@@ -330,9 +204,7 @@ impl Cap {
     }
 
     fn take(&mut self, line: String) {
-        let v = serde_json::from_str::<Value>(&line)
-            .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
-        self.records.push(v);
+        self.records.push(scenario_tests::record(&line));
     }
 
     /// Waits (at most `limit`) for a record matching `pred` written after the first
@@ -539,71 +411,16 @@ const ROUTER_C_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 2);
 const ROUTER_S_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 2, 1);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 2, 2);
 
-/// Network namespaces this test created: on drop (also on panic), whatever still runs
-/// in them (only processes this test started) is killed and they are deleted, which
-/// removes their veths and nftables rules.
-struct Netns {
-    names: Vec<String>,
-}
-
-impl Netns {
-    fn add(&mut self, name: String) -> String {
-        run(&["ip", "netns", "add", &name]);
-        self.names.push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        name
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let pids = Command::new("ip")
-                .args(["netns", "pids", ns])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: kill(2) on a process in a namespace this test created.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        for ns in &self.names {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stdin(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`: sockets it creates
-/// live in `ns` (and stay there when handed back).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file =
-                    std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-                // SAFETY: setns(2) on this thread only, with a netns fd we opened.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .expect("netns thread")
-    })
-}
-
 #[test]
 fn reset_from_a_router_is_a_middlebox_reset() {
     require_root();
     let id = unique();
-    let mut ns = Netns { names: Vec::new() };
-    let cli_ns = ns.add(format!("rt-{id}-client"));
-    let rtr_ns = ns.add(format!("rt-{id}-router"));
-    let srv_ns = ns.add(format!("rt-{id}-redis"));
+    // Deleted on drop (also on panic), with whatever still runs in them.
+    let mut ns = Netns::new();
+    let mut add = |name: String| ns.add(name).unwrap_or_else(|e| panic!("{e:#}"));
+    let cli_ns = add(format!("rt-{id}-client"));
+    let rtr_ns = add(format!("rt-{id}-router"));
+    let srv_ns = add(format!("rt-{id}-redis"));
     // client c0 <-> r0 router r1 <-> s0 redis
     run(&[
         "ip", "-n", &cli_ns, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns",
@@ -665,14 +482,19 @@ fn reset_from_a_router_is_a_middlebox_reset() {
                 BufReader::new(&s).read_line(&mut line)?;
                 Ok(line)
             })
+            .and_then(|line| line)
         }
     };
     let redis = start_redis(
         port,
-        &SERVER_IP.to_string(),
-        &["--protected-mode", "no"],
-        Some(&["ip", "netns", "exec", &srv_ns]),
-        &probe,
+        Redis::options()
+            .bind(&SERVER_IP.to_string())
+            .args(&["--protected-mode", "no"])
+            .wrapper(&["ip", "netns", "exec", &srv_ns])
+            .ready_when(move |_| {
+                probe()
+                    .is_ok_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
+            }),
     );
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", redis.pid())).unwrap_or_default();
     assert_eq!(comm.trim(), "redis-server", "ip netns exec kept the pid");
@@ -680,7 +502,7 @@ fn reset_from_a_router_is_a_middlebox_reset() {
     // The capture runs in the root namespace; Redis is not reachable from here.
     let cap = Cap::start(&["--port", &port.to_string(), "--no-redis"], None);
 
-    let mut s = in_netns(&cli_ns, || connect(server));
+    let mut s = in_netns(&cli_ns, || connect(server)).expect("entering the client's namespace");
     ping(&mut s);
     let client = s.local_addr().expect("addr");
     assert_eq!(client.ip(), CLIENT_IP);
@@ -887,15 +709,15 @@ fn restricted_acl_user_is_enough_and_the_tool_only_reads() {
         ],
     );
     own.insert(a.to_string());
-    assert_eq!(reply, Resp::Simple("OK".into()));
+    assert_eq!(reply, Reply::Simple("OK".into()));
     let (reply, a) = admin(&redis, ADMIN_PW, &["ACL", "LOG", "RESET"]);
     own.insert(a.to_string());
-    assert_eq!(reply, Resp::Simple("OK".into()));
+    assert_eq!(reply, Reply::Simple("OK".into()));
 
     // MONITOR (admin): every command any client runs from now on.
     let mut mon = Conn::open(redis.addr());
-    assert_eq!(mon.call(&["AUTH", ADMIN_PW]), Resp::Simple("OK".into()));
-    assert_eq!(mon.call(&["MONITOR"]), Resp::Simple("OK".into()));
+    assert_eq!(mon.call(&["AUTH", ADMIN_PW]), Reply::Simple("OK".into()));
+    assert_eq!(mon.call(&["MONITOR"]), Reply::Simple("OK".into()));
     mon.stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
@@ -908,8 +730,8 @@ fn restricted_acl_user_is_enough_and_the_tool_only_reads() {
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match read_resp(&mut reader) {
-                    Ok(Resp::Simple(l)) => seen.lock().expect("lock").push(l),
+                match resp::read_reply(&mut reader) {
+                    Ok(Reply::Simple(l)) => seen.lock().expect("lock").push(l),
                     Ok(_) => {}
                     Err(e)
                         if matches!(
@@ -963,11 +785,11 @@ fn restricted_acl_user_is_enough_and_the_tool_only_reads() {
     // Read-only: no refused command in ACL LOG for ruser ...
     let (log, a) = admin(&redis, ADMIN_PW, &["ACL", "LOG"]);
     own.insert(a.to_string());
-    let Resp::Array(Some(entries)) = &log else {
+    let Reply::Array(Some(entries)) = &log else {
         panic!("ACL LOG: {log:?}");
     };
     for entry in entries {
-        let Resp::Array(Some(kv)) = entry else {
+        let Reply::Array(Some(kv)) = entry else {
             panic!("ACL LOG entry: {entry:?}");
         };
         let user = kv
@@ -1040,7 +862,7 @@ fn refused_connect(port: u16) -> SocketAddr {
 #[test]
 fn redis_stopped_and_restarted_mid_capture() {
     let port = free_port();
-    let mut first = start_redis(port, "127.0.0.1 ::1", &[], None, &loopback_probe(port));
+    let mut first = start_redis(port, Redis::options());
     let first_pid = first.pid();
     let mut cap = Cap::start(&["--port", &port.to_string()], None);
     let st1 = cap.wait_status(port, 0, Duration::from_secs(15));
@@ -1074,7 +896,7 @@ fn redis_stopped_and_restarted_mid_capture() {
     // While Redis is down: a connection attempt is refused by the kernel.
     let refused = refused_connect(port);
 
-    let second = start_redis(port, "127.0.0.1 ::1", &[], None, &loopback_probe(port));
+    let second = start_redis(port, Redis::options());
     assert_ne!(second.pid(), first_pid);
     let up = cap.wait_status(port, down + 1, Duration::from_secs(30));
     let status = cap.records[up].clone();
@@ -1138,7 +960,7 @@ fn redis_stopped_and_restarted_mid_capture() {
 #[test]
 fn the_tools_own_traffic_makes_no_records_while_redis_is_down() {
     let port = free_port();
-    let mut redis = start_redis(port, "127.0.0.1 ::1", &[], None, &loopback_probe(port));
+    let mut redis = start_redis(port, Redis::options());
     let mut cap = Cap::start(&["--port", &port.to_string()], None);
     let st = cap.wait_status(port, 0, Duration::from_secs(15));
     assert_connected(&cap.records[st], &redis);

@@ -6,7 +6,7 @@
 //! specific proof (a Redis log line, an INFO counter, a CLIENT LIST entry, a kernel
 //! process event) besides the kernel's facts. Run as root, one at a time:
 //! `cargo xtask test`.
-use std::io::{BufReader, Read as _, Write as _};
+use std::io::{BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 
 use std::process::{Command, Stdio};
@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use scenario_tests::{
-    Capture, MemCgroup, Redis, client_bin, client_local_addr, closed_for, require_root,
-    wait_timeout,
+    Capture, MemCgroup, Redis, client_bin, client_local_addr, closed_for, require_root, resp,
+    wait_closed, wait_timeout,
 };
 use serde_json::Value;
 
@@ -81,68 +81,10 @@ fn connect_with_small_rcvbuf(addr: SocketAddr, rcvbuf: libc::c_int) -> TcpStream
     s
 }
 
-/// One line, read byte by byte (nothing beyond it is consumed).
-fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while !line.ends_with(b"\r\n") {
-        if line.len() > 64 * 1024 {
-            return Err(std::io::Error::other("reply line over 64 KiB"));
-        }
-        if s.read(&mut b)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        line.push(b[0]);
-    }
-    line.truncate(line.len() - 2);
-    Ok(String::from_utf8_lossy(&line).into_owned())
-}
-
-/// One whole RESP2 reply, flattened to text: `+OK`, `-ERR ..`, `:1`, the bulk's text,
-/// an array's elements joined by spaces.
-fn read_reply(s: &mut TcpStream) -> std::io::Result<String> {
-    let line = read_line(s)?;
-    let (kind, rest) = line.split_at(line.len().min(1));
-    match kind {
-        "$" => {
-            let n: i64 = rest.parse().map_err(std::io::Error::other)?;
-            if n < 0 {
-                return Ok("(nil)".into());
-            }
-            let mut buf = vec![0u8; n as usize + 2];
-            s.read_exact(&mut buf)?;
-            buf.truncate(n as usize);
-            Ok(String::from_utf8_lossy(&buf).into_owned())
-        }
-        "*" => {
-            let n: i64 = rest.parse().map_err(std::io::Error::other)?;
-            let mut parts = Vec::new();
-            for _ in 0..n.max(0) {
-                parts.push(read_reply(s)?);
-            }
-            Ok(parts.join(" "))
-        }
-        _ => Ok(line),
-    }
-}
-
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        cmd.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        cmd.extend_from_slice(a.as_bytes());
-        cmd.extend_from_slice(b"\r\n");
-    }
-    cmd
-}
-
-fn try_command(s: &mut TcpStream, args: &[&str]) -> std::io::Result<String> {
-    s.write_all(&resp(args))?;
-    read_reply(s)
-}
-
+/// Sends one command and returns its whole reply, flattened (`+OK`, `:1`, a bulk's
+/// text, an array's elements joined by spaces).
 fn command(s: &mut TcpStream, args: &[&str]) -> String {
-    try_command(s, args).unwrap_or_else(|e| panic!("redis command {args:?}: {e}"))
+    resp::command(s, args).unwrap_or_else(|e| panic!("redis command {args:?}: {e}"))
 }
 
 /// A connection with a name, its PING answered (nothing left unread on either side).
@@ -158,27 +100,6 @@ fn client_id(s: &mut TcpStream) -> String {
     id.strip_prefix(':')
         .unwrap_or_else(|| panic!("CLIENT ID said {id:?}"))
         .to_string()
-}
-
-/// Reads until the server's FIN (EOF) or RST, at most `limit`; true when it came.
-fn wait_closed(s: &mut TcpStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("read timeout");
-    let end = Instant::now() + limit;
-    let mut buf = vec![0u8; 64 * 1024];
-    while Instant::now() < end {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 fn assert_closed(s: &mut TcpStream, limit: Duration, what: &str) {
@@ -565,7 +486,7 @@ fn send_protocol_error(redis: &Redis) -> SocketAddr {
     let mut s = connect(redis.addr());
     let addr = s.local_addr().expect("addr");
     s.write_all(b"*1\r\n$abc\r\n").expect("write");
-    let reply = read_reply(&mut s).expect("the error reply");
+    let reply = resp::read_reply(&mut s).expect("the error reply").flatten();
     assert!(reply.starts_with("-ERR Protocol error"), "reply {reply:?}");
     assert_closed(&mut s, Duration::from_secs(5), "a protocol error");
     addr
@@ -625,7 +546,7 @@ fn shutdown_command_is_redis_shutdown_for_the_other_clients() {
     let other_addr = other.local_addr().expect("addr");
     let mut admin = named_client(redis.addr(), "admin");
     admin
-        .write_all(&resp(&["SHUTDOWN", "NOSAVE"]))
+        .write_all(&resp::encode(&["SHUTDOWN", "NOSAVE"]))
         .expect("write");
     let status = wait_redis_dead(&mut redis, Duration::from_secs(10), "SHUTDOWN NOSAVE");
     assert!(status.success(), "SHUTDOWN exits 0: {status}");
@@ -689,7 +610,7 @@ fn debug_segfault_is_redis_crashed_for_the_other_clients() {
     let other_addr = other.local_addr().expect("addr");
     let mut crasher = named_client(redis.addr(), "crasher");
     crasher
-        .write_all(&resp(&["DEBUG", "SEGFAULT"]))
+        .write_all(&resp::encode(&["DEBUG", "SEGFAULT"]))
         .expect("write");
     let status = wait_redis_dead(&mut redis, Duration::from_secs(30), "DEBUG SEGFAULT");
     {
@@ -817,7 +738,7 @@ impl Pinger {
             .spawn(move || {
                 let end = Instant::now() + Duration::from_secs(20);
                 while Instant::now() < end && !flag.load(Ordering::Relaxed) {
-                    match try_command(&mut s, &["PING"]) {
+                    match resp::command(&mut s, &["PING"]) {
                         Ok(r) if r == "+PONG" => {}
                         _ => return true,
                     }

@@ -83,10 +83,7 @@ fn capture_in(root: &Path, redis: &Redis) {
     let out = in_root(root, &script);
     let client = worker.join().expect("client");
     let text = check_ok(&out, "capture in the root");
-    let records: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let records: Vec<Value> = text.lines().map(scenario_tests::record).collect();
     assert_eq!(
         records.first().map(|r| &r["type"]),
         Some(&"capture_started".into())

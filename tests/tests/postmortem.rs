@@ -106,7 +106,7 @@ fn capture_report_explains_a_real_capture() {
     let records: Vec<Value> = std::fs::read_to_string(&json)
         .expect("json")
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .map(scenario_tests::record)
         .collect();
     let closes: Vec<&Value> = records
         .iter()

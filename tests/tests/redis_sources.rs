@@ -265,7 +265,8 @@ fn options(redis: &Redis) -> Options {
 
 fn connect(redis: &Redis) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout on the socket");
     s
 }
 

@@ -1,11 +1,11 @@
 //! Scenario tests of the uprobes on redis-server: each Redis-side close names the Redis
 //! code path that decided it, on Debian's redis-server 7.0; a binary without the
 //! symbols falls back cleanly. Real kernel, real redis-server, real clients.
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use scenario_tests::{Capture, Redis, closed_for};
+use scenario_tests::{Capture, Redis, closed_for, resp};
 use serde_json::Value;
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -15,37 +15,17 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Sends one command as a RESP array and returns the first reply line.
+/// Sends one command and returns its whole reply, flattened (`+OK`, `:1`, ...).
 fn cmd(s: &mut TcpStream, args: &[&str]) -> String {
-    let mut out = format!("*{}\r\n", args.len());
-    for a in args {
-        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    s.write_all(out.as_bytes()).expect("write");
-    let mut line = String::new();
-    BufReader::new(&*s).read_line(&mut line).expect("reply");
-    line.trim_end().to_string()
+    resp::command(s, args).unwrap_or_else(|e| panic!("redis command {args:?}: {e}"))
 }
 
 /// Reads until the server closes the connection (bounded).
 fn wait_closed(s: &mut TcpStream, limit: Duration) {
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let end = Instant::now() + limit;
-    let mut buf = [0u8; 65536];
-    while Instant::now() < end {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
-    panic!("the server did not close the connection within {limit:?}");
+    assert!(
+        scenario_tests::wait_closed(s, limit),
+        "the server did not close the connection within {limit:?}"
+    );
 }
 
 fn code_path(r: &Value) -> (&str, &str) {

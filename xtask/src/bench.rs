@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
+use redis_lab::Redis;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -117,52 +118,15 @@ impl Drop for Running {
     }
 }
 
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
+/// The bench's redis-server (crate redis-lab): loopback only, room for the churn's
+/// connections, quiet.
 fn start_redis() -> Result<Redis> {
-    let port = free_port()?;
-    // A fresh private directory (mkdtemp), never a predictable /tmp path.
-    let dir = tempfile::Builder::new()
-        .prefix("redis-trace-bench-")
-        .tempdir()
-        .context("creating a private directory for the bench's redis-server")?
-        .keep();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .args(["--maxclients", "10000", "--loglevel", "warning"])
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--logfile")
-        .arg(dir.join("redis.log"))
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting redis-server")?;
-    let redis = Redis { child, port, dir };
-    let end = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > end {
-            bail!("redis-server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(redis)
+    Redis::options()
+        .dir_prefix("redis-trace-bench")
+        .bind("127.0.0.1")
+        .args(&["--maxclients", "10000", "--loglevel", "warning"])
+        .start()
+        .context("starting the bench's redis-server")
 }
 
 fn bpftrace_script(port: u16) -> String {
@@ -412,11 +376,10 @@ fn start_latency(t: Tracer, bin: &Path, port: u16, dir: &Path) -> Result<(f64, O
     ))
 }
 
-fn info_stat(port: u16, key: &str) -> Result<u64> {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "stats"])
-        .output()?;
-    String::from_utf8_lossy(&out.stdout)
+/// A counter of INFO stats, asked on a connection of its own.
+fn info_stat(redis: &Redis, key: &str) -> Result<u64> {
+    redis
+        .call(&["INFO", "stats"])?
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .and_then(|v| v.trim().parse().ok())
@@ -563,7 +526,7 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     let loss_n = s.churn_n * 2;
     let mut r = start(Tracer::RedisTrace, bin, port, &dir)?;
     std::thread::sleep(Duration::from_millis(300));
-    let before = info_stat(port, "total_connections_received")?;
+    let before = info_stat(&redis, "total_connections_received")?;
     // Count only the records of connections made between the two INFO calls.
     std::thread::sleep(Duration::from_millis(100));
     let window_start = SystemTime::now();
@@ -581,7 +544,7 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
         ],
     )?;
     let window_end = SystemTime::now();
-    let after = info_stat(port, "total_connections_received")?;
+    let after = info_stat(&redis, "total_connections_received")?;
     std::thread::sleep(Duration::from_millis(500));
     r.stop();
     // The INFO call after the run is one more connection of its own.

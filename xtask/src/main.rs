@@ -4,6 +4,7 @@
 //!   cargo xtask setup   install what the build and tests need (scripts/setup.sh)
 //!   cargo xtask build   build the release binary with its eBPF programs embedded
 //!   cargo xtask run -- ARGS   build, then run redis-trace ARGS as root
+//!   cargo xtask lint    fmt, clippy, and clippy on the eBPF programs (bpf target)
 //!   cargo xtask test    set up, then unit tests, lints, and the scenario tests (root)
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -63,6 +64,9 @@ enum Task {
         #[arg(long)]
         deb: bool,
     },
+    /// Check formatting, then clippy on the workspace and on the eBPF programs for the
+    /// bpf target (where they are compiled: on the host they are cfg'd out).
+    Lint,
     /// Set up, then run every check CI runs: fmt, clippy, unit tests, scenario tests.
     Test {
         /// Only the scenario tests whose name contains this.
@@ -187,6 +191,54 @@ fn build() -> Result<PathBuf> {
     Ok(root().join("target/release/redis-trace"))
 }
 
+/// `cargo fmt --check`, clippy on the host, then clippy on the eBPF crate for the bpf
+/// target, each timed.
+fn lint(steps: &mut Steps) -> Result<()> {
+    steps.time("fmt", || {
+        status(
+            "checking formatting",
+            cargo().args(["fmt", "--all", "--", "--check"]),
+        )
+    })?;
+    steps.time("clippy", || {
+        status(
+            "clippy",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )
+    })?;
+    steps.time("clippy (eBPF)", ebpf_clippy)
+}
+
+/// Clippy on the kernel programs, as aya-template does: they sit behind
+/// `cfg(target_arch = "bpf")`, so only a check for the bpf target sees them. Nightly
+/// (`-Z build-std=core`, as in redis-trace/build.rs), its own target directory so that
+/// the host's build cache stays valid. Libraries and binaries only: the crate's unit
+/// tests need `std` (the host clippy checks them).
+fn ebpf_clippy() -> Result<()> {
+    status(
+        "clippy on the eBPF programs (nightly, bpfel-unknown-none)",
+        Command::new("rustup")
+            .args(["run", "nightly", "cargo", "clippy", "--package"])
+            .args(["redis-trace-ebpf", "--target", "bpfel-unknown-none"])
+            .args(["-Z", "build-std=core", "--target-dir"])
+            .arg(root().join("target/ebpf-clippy"))
+            .args(["--", "-D", "warnings"])
+            .current_dir(root())
+            // The outer cargo's compiler settings are not the nested one's.
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET"),
+    )
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -257,29 +309,17 @@ fn run() -> Result<()> {
             setup()?;
             dist::run(&root(), deb).map(|_| ())
         }
+        Task::Lint => {
+            let mut steps = Steps::default();
+            lint(&mut steps)?;
+            steps.print();
+            Ok(())
+        }
         Task::Test { filter } => {
             // How long each step takes (CI has 90 minutes): printed at the end.
             let mut steps = Steps::default();
             steps.time("setup", setup)?;
-            steps.time("fmt", || {
-                status(
-                    "checking formatting",
-                    cargo().args(["fmt", "--all", "--", "--check"]),
-                )
-            })?;
-            steps.time("clippy", || {
-                status(
-                    "clippy",
-                    cargo().args([
-                        "clippy",
-                        "--workspace",
-                        "--all-targets",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ]),
-                )
-            })?;
+            lint(&mut steps)?;
             // As root, the unit tests that read this host's tracefs run too.
             let mut unit = cargo();
             unit.args(["test", "--package", "redis-trace"]);

@@ -1,0 +1,28 @@
+//! A Redis lab for the demo (`redis-trace demo`), the bench (`cargo xtask bench`) and the
+//! scenario tests: one copy of what each of them needs to make Redis incidents happen
+//! on this host.
+//!
+//! - [`Redis`]: a throwaway redis-server of our own ([`RedisOptions`]: binary, port,
+//!   extra arguments, a wrapper command such as `ip netns exec NS`, a user, a password
+//!   kept out of argv), ready once it answers PING; killed, reaped and its directory
+//!   removed on drop.
+//! - [`resp`]: send one command, read one reply.
+//! - [`connect`], [`wait_closed`], [`set_linger_zero`], [`free_port`], [`private_dir`]:
+//!   small socket and file helpers.
+//! - [`MemCgroup`]: a memory cgroup (v2, or v1 with its OOM killer enabled) to get a
+//!   Redis OOM-killed; whatever is left in it is killed and the group removed on drop.
+//! - [`Netns`], [`in_netns`]: network namespaces of our own, deleted on drop.
+//!
+//! Every wait has a limit. Errors are `anyhow`/`io` errors that say what failed; the few
+//! functions meant for tests only (`Redis::start`, `Redis::command`, `MemCgroup::create`,
+//! ...) panic with a message instead, and say so.
+mod cgroup;
+mod net;
+mod netns;
+pub mod resp;
+mod server;
+
+pub use cgroup::{MEMCG_LIMIT_BYTES, MemCgroup};
+pub use net::{connect, free_port, private_dir, set_linger_zero, wait_closed, wait_closed_or};
+pub use netns::{Netns, in_netns};
+pub use server::{Redis, RedisOptions};

@@ -1,0 +1,148 @@
+//! Reading tracepoint records: one copy of the record, then plain loads of the fields at
+//! the offsets the loader read from the format files; the connection's ports (with the
+//! port filter), addresses and map key.
+
+use aya_ebpf::{EbpfContext as _, helpers::bpf_probe_read_kernel_buf, programs::TracePointContext};
+use redis_trace_ebpf::{ABSENT, AF_INET, AF_INET6, AddrLayout, ConnKey, counter, side};
+
+use super::maps::{PORTS, SCRATCH, count};
+
+/// Bytes of a tracepoint record copied at once: every field used lies within them (the
+/// largest record used, `tcp_send_reset`, is 88 bytes).
+pub(super) const RECORD_BYTES: usize = 96;
+
+/// A tracepoint record, copied with one helper call; its fields are then plain loads
+/// (a helper call per field was most of the programs' cost).
+pub(super) struct Rec {
+    pub(super) ctx: *const u8,
+    pub(super) buf: *const u8,
+}
+
+impl Rec {
+    #[inline(always)]
+    pub(super) fn copy(ctx: &TracePointContext) -> Option<Self> {
+        let buf = SCRATCH.get_ptr_mut(0)?;
+        let src = ctx.as_ptr() as *const u8;
+        // SAFETY: the scratch slot is this CPU's own and RECORD_BYTES long; the helper
+        // checks the source. Reading past a shorter record stays within the kernel's
+        // per-CPU trace buffer, and those bytes are never used.
+        if unsafe { bpf_probe_read_kernel_buf(src, &mut *buf) }.is_err() {
+            count(counter::READ_FAILED);
+            return None;
+        }
+        Some(Self {
+            ctx: src,
+            buf: buf as *const u8,
+        })
+    }
+}
+
+/// Reads a field at an offset from the format file; `None` when absent.
+#[inline(always)]
+pub(super) fn field<T: Copy>(rec: &Rec, offset: u16) -> Option<T> {
+    let off = offset as usize;
+    if offset == ABSENT || off + core::mem::size_of::<T>() > RECORD_BYTES {
+        return None;
+    }
+    // SAFETY: within the scratch copy (checked just above); any bit pattern is valid
+    // for the integer types read here.
+    Some(unsafe { core::ptr::read_unaligned(rec.buf.add(off) as *const T) })
+}
+
+/// A socket's view of its connection, from a tracepoint.
+pub(super) struct Tuple {
+    pub(super) family: u16,
+    pub(super) local_port: u16,
+    pub(super) remote_port: u16,
+    /// [`side::SERVER`] when the local port is traced, [`side::CLIENT`] when the remote is.
+    pub(super) side: u32,
+}
+
+/// Reads the ports and applies the port filter: `None` for a connection not on a traced
+/// port, before anything else is read.
+#[inline(always)]
+pub(super) fn ports(ctx: &Rec, l: &AddrLayout) -> Option<Tuple> {
+    let (family, local_port, remote_port) = if l.sockaddr_src != ABSENT {
+        // struct sockaddr_in / sockaddr_in6: family (host order) then port (network order).
+        let family: u16 = field(ctx, l.sockaddr_src)?;
+        let sport: u16 = field(ctx, l.sockaddr_src + 2)?;
+        let dport: u16 = field(ctx, l.sockaddr_dst + 2)?;
+        (family, u16::from_be(sport), u16::from_be(dport))
+    } else {
+        (
+            field(ctx, l.family)?,
+            field(ctx, l.sport)?,
+            field(ctx, l.dport)?,
+        )
+    };
+    // SAFETY: map lookups of plain keys.
+    let side = if unsafe { PORTS.get(&local_port) }.is_some() {
+        side::SERVER
+    } else if unsafe { PORTS.get(&remote_port) }.is_some() {
+        side::CLIENT
+    } else {
+        return None;
+    };
+    Some(Tuple {
+        family,
+        local_port,
+        remote_port,
+        side,
+    })
+}
+
+/// Reads the local and remote address as 16 bytes (IPv4 as `::ffff:a.b.c.d`, so that an
+/// IPv4 socket and the IPv6 socket at the other end of the same connection agree).
+#[inline(always)]
+pub(super) fn addrs(ctx: &Rec, l: &AddrLayout, family: u16) -> Option<([u8; 16], [u8; 16])> {
+    let mut local = [0u8; 16];
+    let mut remote = [0u8; 16];
+    if family == AF_INET {
+        let (s, d) = if l.sockaddr_src != ABSENT {
+            (l.sockaddr_src + 4, l.sockaddr_dst + 4)
+        } else {
+            (l.saddr, l.daddr)
+        };
+        let s: [u8; 4] = field(ctx, s)?;
+        let d: [u8; 4] = field(ctx, d)?;
+        local[10] = 0xff;
+        local[11] = 0xff;
+        remote[10] = 0xff;
+        remote[11] = 0xff;
+        local[12..].copy_from_slice(&s);
+        remote[12..].copy_from_slice(&d);
+    } else if family == AF_INET6 {
+        let (s, d) = if l.sockaddr_src != ABSENT {
+            (l.sockaddr_src + 8, l.sockaddr_dst + 8)
+        } else {
+            (l.saddr_v6, l.daddr_v6)
+        };
+        local = field(ctx, s)?;
+        remote = field(ctx, d)?;
+    } else {
+        return None;
+    }
+    Some((local, remote))
+}
+
+#[inline(always)]
+pub(super) fn key_of(ctx: &Rec, l: &AddrLayout, t: &Tuple) -> Option<ConnKey> {
+    let (local, remote) = addrs(ctx, l, t.family)?;
+    Some(if t.side == side::SERVER {
+        ConnKey {
+            server_addr: local,
+            client_addr: remote,
+            server_port: t.local_port,
+            client_port: t.remote_port,
+            _pad: 0,
+        }
+    } else {
+        ConnKey {
+            server_addr: remote,
+            client_addr: local,
+            server_port: t.remote_port,
+            client_port: t.local_port,
+            _pad: 0,
+        }
+    })
+}
