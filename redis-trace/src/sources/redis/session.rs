@@ -550,8 +550,7 @@ mod tests {
     }
 
     fn free_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        l.local_addr().expect("local addr").port()
+        redis_lab::free_port().expect("a free loopback port")
     }
 
     fn err_text(r: anyhow::Result<Session>) -> String {
