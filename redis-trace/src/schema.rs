@@ -783,6 +783,48 @@ mod tests {
         assert_eq!(c.client.port(), 0);
     }
 
+    /// Each enum's `as_str` is the name serde writes: the timeline and the JSON agree.
+    #[test]
+    fn names_are_the_serialized_names() {
+        fn same<T: Serialize>(v: T, name: &str) {
+            assert_eq!(serde_json::to_value(v).expect("json"), name);
+        }
+        for s in [Side::Server, Side::Client, Side::Unknown] {
+            same(s, s.as_str());
+        }
+        for p in [Packet::Fin, Packet::Rst] {
+            same(p, p.as_str());
+        }
+        for e in [
+            KernelEvent::SentFin,
+            KernelEvent::ReceivedFin,
+            KernelEvent::Aborted,
+            KernelEvent::ReceivedRst,
+            KernelEvent::Timeout,
+            KernelEvent::Unknown,
+        ] {
+            same(e, e.as_str());
+        }
+        for c in [
+            ClientClass::Normal,
+            ClientClass::Pubsub,
+            ClientClass::Replica,
+        ] {
+            same(c, c.as_str());
+        }
+        for e in [
+            EndedBy::Interrupt,
+            EndedBy::Terminate,
+            EndedBy::Duration,
+            EndedBy::Unknown,
+        ] {
+            same(e, e.as_str());
+        }
+        for c in Cause::ALL {
+            same(c.closed_by(), c.closed_by().as_str());
+        }
+    }
+
     #[test]
     fn client_classes_follow_redis() {
         assert_eq!(ClientClass::of_flags("S"), ClientClass::Replica);

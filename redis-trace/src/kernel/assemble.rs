@@ -470,13 +470,17 @@ mod tests {
         ])
     }
 
-    fn run(push: impl FnOnce(&mut Assembler)) -> Vec<Assembled> {
-        let mut a = Assembler::new(
+    fn assembler() -> Assembler {
+        Assembler::new(
             Duration::from_millis(200),
             reasons(),
             Clock::fixed(SystemTime::UNIX_EPOCH),
             Owners::new(),
-        );
+        )
+    }
+
+    fn run(push: impl FnOnce(&mut Assembler)) -> Vec<Assembled> {
+        let mut a = assembler();
         push(&mut a);
         let mut out = Vec::new();
         a.flush(u64::MAX, &mut out);
@@ -578,12 +582,7 @@ mod tests {
 
     #[test]
     fn simultaneous_duplicates_merge_into_the_earliest() {
-        let mut a = Assembler::new(
-            Duration::from_millis(200),
-            reasons(),
-            Clock::fixed(SystemTime::UNIX_EPOCH),
-            Owners::new(),
-        );
+        let mut a = assembler();
         a.push_closed(closed(how::SENT_FIN, side::SERVER, 1, 1011 * MS));
         a.push_closed(closed(how::SENT_FIN, side::CLIENT, 1, 1010 * MS));
         let mut out = Vec::new();
@@ -615,12 +614,7 @@ mod tests {
 
     #[test]
     fn groups_wait_for_the_grace_period() {
-        let mut a = Assembler::new(
-            Duration::from_millis(200),
-            reasons(),
-            Clock::fixed(SystemTime::UNIX_EPOCH),
-            Owners::new(),
-        );
+        let mut a = assembler();
         a.push_closed(closed(how::SENT_FIN, side::CLIENT, 1, 1000 * MS));
         let mut out = Vec::new();
         a.flush(1100 * MS, &mut out);

@@ -467,7 +467,7 @@ impl Enricher {
                 let client = idx
                     .and_then(|si| self.servers[si].clients.get(&c.client))
                     .map(|(e, t)| view(e, *t));
-                record::connection_closed(&c, path, v, client)
+                record::connection_closed(*c, path, v, client)
             })
             .collect()
     }

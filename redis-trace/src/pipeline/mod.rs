@@ -555,11 +555,13 @@ impl Flow {
     fn write_closed(&mut self, closed: Vec<ConnectionClosed>) -> Result<()> {
         for c in closed {
             self.counts.connections_closed += 1;
-            *self
-                .counts
-                .by_cause
-                .entry(c.cause.as_str().to_string())
-                .or_default() += 1;
+            // Keyed by name as `capture_ended` writes it; a name is allocated once.
+            match self.counts.by_cause.get_mut(c.cause.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.counts.by_cause.insert(c.cause.as_str().to_string(), 1);
+                }
+            }
             let line = output::closed_line(&c, self.writers.color);
             self.writers.json(&Record::ConnectionClosed(Box::new(c)))?;
             self.writers.text(&line)?;

@@ -6,7 +6,7 @@ use crate::kernel::assemble::KernelClose;
 use crate::schema::{ConnectionClosed, RedisClientView, RedisCodePath, ResetNote};
 
 pub fn connection_closed(
-    k: &KernelClose,
+    k: KernelClose,
     redis_code_path: Option<RedisCodePath>,
     verdict: Verdict,
     redis_client: Option<RedisClientView>,
@@ -25,24 +25,24 @@ pub fn connection_closed(
         packet: k.packet,
         pid: k.pid,
         tid: k.tid,
-        comm: k.comm.clone(),
-        rst_reason: k.rst_reason.clone(),
         duration_ms: k.duration_ms(),
+        comm: k.comm,
+        rst_reason: k.rst_reason,
         kernel_event: k.kernel_event,
         observed_on: k.observed_on,
-        error: k.error.clone(),
-        server_process: k.server_process.clone(),
-        client_process: k.client_process.clone(),
+        error: k.error,
+        server_process: k.server_process,
+        client_process: k.client_process,
         start_seen: k.start_ns.is_some(),
         both_ends_local: k.both_ends_local,
         resets: k
             .resets
-            .iter()
+            .into_iter()
             .map(|r| ResetNote {
                 time: Some(r.time),
                 direction: r.direction,
                 side: r.side,
-                rst_reason: r.rst_reason.clone(),
+                rst_reason: r.rst_reason,
             })
             .collect(),
         redis_code_path,
