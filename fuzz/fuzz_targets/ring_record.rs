@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
             Assembled::Closed(c) => {
                 let verdict = classify(&c, &facts);
                 schema::Record::ConnectionClosed(Box::new(connection_closed(
-                    c, None, verdict, None,
+                    *c, None, verdict, None,
                 )))
             }
             Assembled::Reset(r) => schema::Record::Reset(r),
