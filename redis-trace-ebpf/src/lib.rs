@@ -173,6 +173,12 @@ pub struct ConnClosed {
     /// (`freeClientAsync`'s caller when the free was deferred), both 0 when unknown.
     pub redis_freed_from: u64,
     pub redis_decided_in: u64,
+    /// One frame further up from each of the two (the word above the caller's saved
+    /// frame pointer): the real decider when the caller is a pass-through such as
+    /// Valkey 9's `freeClient` calling `freeClientAsync`. Meaningful only when the
+    /// caller keeps a frame pointer, which the loader checks in its code; 0 when unread.
+    pub redis_freed_from_caller: u64,
+    pub redis_decided_in_caller: u64,
     /// The client's flags (`client->flags`) when that was decided, or [`NO_FLAGS`].
     pub redis_client_flags: u64,
 }
@@ -185,10 +191,7 @@ pub const NO_FLAGS: u64 = u64::MAX;
 pub mod redis_probes {
     /// 1 when the uprobes are attached somewhere.
     pub const ENABLED: u32 = 0;
-    /// Offset of `flags` in Redis's `struct client` for the traced version, or
-    /// [`super::ABSENT`] when its layout is not known.
-    pub const FLAGS_OFFSET: u32 = 1;
-    pub const LEN: u32 = 2;
+    pub const LEN: u32 = 1;
 }
 
 /// Record: something happened to a socket on a traced port that does not by itself
@@ -489,7 +492,7 @@ mod pod {
 
 // Layout checks: the kernel and userspace builds must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
-const _: () = assert!(core::mem::size_of::<ConnClosed>() == 136);
+const _: () = assert!(core::mem::size_of::<ConnClosed>() == 152);
 const _: () = assert!(core::mem::size_of::<SockEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 120);
 const _: () = assert!(core::mem::offset_of!(Config, own_tgid) == 152);

@@ -241,6 +241,15 @@ pub struct RedisProbes {
     pub unavailable: Option<String>,
     /// Whether `client->flags` is read (the version's layout is known).
     pub client_flags: bool,
+    /// Where the flags' layout comes from (the binary's DWARF, or the table of a version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_layout: Option<String>,
+    /// Why the flags are not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_layout_missing: Option<String>,
+    /// Which symbol tables the binary has ("dynsym only", "dynsym and symtab").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol_table: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -351,6 +360,10 @@ impl RedisSettings {
 pub struct RedisCodePath {
     /// The function that decided to free the client.
     pub decided_in: String,
+    /// The pass-through the decider called, when the decider was read one frame up
+    /// (Valkey 9: `freeClient`, which defers a protected client to `freeClientAsync`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// The function that called freeClient (the same, unless the free was deferred).
     pub freed_from: String,
     /// Client flags set then (pubsub, replica, protocol_error, close_after_reply), when

@@ -303,6 +303,8 @@ pub(super) fn emit_closed(
             as u16,
         redis_freed_from: freeing.map_or(0, |f| f.freed_from),
         redis_decided_in: freeing.map_or(0, |f| f.decided_in),
+        redis_freed_from_caller: freeing.map_or(0, |f| f.freed_from_caller),
+        redis_decided_in_caller: freeing.map_or(0, |f| f.decided_in_caller),
         redis_client_flags: freeing.map_or(NO_FLAGS, |f| f.flags),
     });
     entry.submit(wakeup_flags());

@@ -47,6 +47,12 @@ pub(super) fn redis_probe_setting(index: u32) -> u32 {
     REDIS_PROBES.get(index).copied().unwrap_or(0)
 }
 
+/// Redis processes whose `struct client` layout is known -> the offset of its flags
+/// word (versions differ: 8 in Redis, 272 in Valkey 8.1, 328 in Valkey 9).
+#[map]
+pub(super) static REDIS_FLAGS_OFFSET: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_WATCHED_PIDS, 0);
+
 /// Redis's deferred frees (`freeClientAsync`): [process, client pointer] -> who decided,
 /// and the client's flags then. Consumed by the `freeClient` that follows, maybe much
 /// later. Keyed by the process too: two Redis servers can hold a client at one address.
@@ -63,6 +69,7 @@ pub(super) static FREEING: LruHashMap<u32, Freeing> = LruHashMap::with_max_entri
 #[derive(Clone, Copy)]
 pub(super) struct Decision {
     pub(super) decided_in: u64,
+    pub(super) decided_in_caller: u64,
     pub(super) flags: u64,
     pub(super) ts: u64,
 }
@@ -71,8 +78,13 @@ pub(super) struct Decision {
 #[derive(Clone, Copy)]
 pub(super) struct Freeing {
     pub(super) ts: u64,
+    /// The client being freed (one free can fire two probes: an LTO stub and the
+    /// function it jumps to).
+    pub(super) client: u64,
     pub(super) freed_from: u64,
+    pub(super) freed_from_caller: u64,
     pub(super) decided_in: u64,
+    pub(super) decided_in_caller: u64,
     pub(super) flags: u64,
 }
 

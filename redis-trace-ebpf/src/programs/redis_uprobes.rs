@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::uprobe,
     programs::ProbeContext,
 };
-use redis_trace_ebpf::{ABSENT, NO_FLAGS, redis_probes};
+use redis_trace_ebpf::{ABSENT, NO_FLAGS};
 
-use super::maps::{ASYNC_FREES, Decision, FREEING, Freeing, redis_probe_setting};
+use super::maps::{ASYNC_FREES, Decision, FREEING, Freeing, REDIS_FLAGS_OFFSET};
 
 /// A deferred free normally follows its decision within one event-loop turn; a decision
 /// older than this is stale (the uprobes were paused in between, and the client's
@@ -29,21 +29,34 @@ pub(super) fn take_freeing(tid: u32, now: u64) -> Option<Freeing> {
 }
 
 /// The caller of a uprobed function: at its first instruction the return address is
-/// the word at the stack pointer (x86_64 call convention).
+/// the word at the stack pointer (x86_64 call convention). And one frame further up:
+/// the caller's own return address, the word above the frame pointer it saved, when it
+/// keeps one (`push rbp; mov rbp, rsp`; the loader checks the caller's code before it
+/// trusts this word, which is otherwise just stack data).
 #[inline(always)]
-fn return_address(ctx: &ProbeContext) -> u64 {
-    // SAFETY: `regs` is the probe's register set; the stack word is read through the
+fn callers(ctx: &ProbeContext) -> (u64, u64) {
+    // SAFETY: `regs` is the probe's register set; the stack words are read through the
     // checked user-memory helper.
     unsafe {
         let sp = (*ctx.regs).rsp;
-        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+        let bp = (*ctx.regs).rbp;
+        let ret = bpf_probe_read_user(sp as *const u64).unwrap_or(0);
+        let up = if bp == 0 {
+            0
+        } else {
+            bpf_probe_read_user((bp + 8) as *const u64).unwrap_or(0)
+        };
+        (ret, up)
     }
 }
 
 /// `client->flags` of Redis's client `c`, when this Redis version's layout is known.
 #[inline(always)]
-fn client_flags(c: u64) -> u64 {
-    let off = redis_probe_setting(redis_probes::FLAGS_OFFSET);
+fn client_flags(tgid: u32, c: u64) -> u64 {
+    // SAFETY: plain map lookup; the value is copied out at once.
+    let Some(off) = (unsafe { REDIS_FLAGS_OFFSET.get(&tgid) }).copied() else {
+        return NO_FLAGS;
+    };
     if off == 0 || off >= u32::from(ABSENT) || c == 0 {
         return NO_FLAGS;
     }
@@ -60,16 +73,19 @@ pub fn redis_free_client_async(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // The first decision stands (Redis calls freeClientAsync again for a client already
     // closing), unless it is stale.
-    let key = [bpf_get_current_pid_tgid() >> 32, c];
+    let key = [u64::from(tgid), c];
     // SAFETY: plain map lookup; the value is copied out at once.
     let fresh = unsafe { ASYNC_FREES.get(&key) }
         .is_some_and(|d| now.saturating_sub(d.ts) < DECISION_STALE_NS);
     if !fresh {
+        let (decided_in, decided_in_caller) = callers(&ctx);
         let d = Decision {
-            decided_in: return_address(&ctx),
-            flags: client_flags(c),
+            decided_in,
+            decided_in_caller,
+            flags: client_flags(tgid, c),
             ts: now,
         };
         let _ = ASYNC_FREES.insert(&key, &d, 0);
@@ -83,25 +99,42 @@ pub fn redis_free_client(ctx: ProbeContext) -> u32 {
     let Some(c) = ctx.arg::<u64>(0) else {
         return 0;
     };
-    let freed_from = return_address(&ctx);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = [bpf_get_current_pid_tgid() >> 32, c];
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
+    let (freed_from, freed_from_caller) = callers(&ctx);
+    // An LTO build's exported stub and the local function it jumps to are both probed:
+    // the second probe of one free (same client, same return address: a jump pushes
+    // none) must not replace what the first recorded.
+    // SAFETY: plain map lookup; the value is copied out at once.
+    if unsafe { FREEING.get(&tid) }.is_some_and(|f| {
+        f.client == c && f.freed_from == freed_from && now.saturating_sub(f.ts) < FREEING_FRESH_NS
+    }) {
+        return 0;
+    }
+    let key = [u64::from(tgid), c];
     // SAFETY: plain map lookup; the value is copied out at once.
     let decision = unsafe { ASYNC_FREES.get(&key) }.copied();
     if decision.is_some() {
         let _ = ASYNC_FREES.remove(&key);
     }
-    let (decided_in, flags) = match decision {
-        Some(d) if now.saturating_sub(d.ts) < DECISION_STALE_NS => (d.decided_in, d.flags),
-        _ => (freed_from, client_flags(c)),
+    let (decided_in, decided_in_caller, flags) = match decision {
+        Some(d) if now.saturating_sub(d.ts) < DECISION_STALE_NS => {
+            (d.decided_in, d.decided_in_caller, d.flags)
+        }
+        _ => (freed_from, freed_from_caller, client_flags(tgid, c)),
     };
     let f = Freeing {
         ts: now,
+        client: c,
         freed_from,
+        freed_from_caller,
         decided_in,
+        decided_in_caller,
         flags,
     };
-    let _ = FREEING.insert(&(bpf_get_current_pid_tgid() as u32), &f, 0);
+    let _ = FREEING.insert(&tid, &f, 0);
     0
 }

@@ -75,6 +75,9 @@ pub struct KernelReset {
 pub struct RedisRaw {
     pub freed_from: u64,
     pub decided_in: u64,
+    /// One frame up from each (see `ConnClosed::redis_freed_from_caller`).
+    pub freed_from_caller: u64,
+    pub decided_in_caller: u64,
     pub client_flags: u64,
 }
 
@@ -335,6 +338,8 @@ impl Assembler {
             redis: RedisRaw {
                 freed_from: c.redis_freed_from,
                 decided_in: c.redis_decided_in,
+                freed_from_caller: c.redis_freed_from_caller,
+                decided_in_caller: c.redis_decided_in_caller,
                 client_flags: c.redis_client_flags,
             },
         }
@@ -438,6 +443,8 @@ mod tests {
             sockets_seen: 3,
             redis_freed_from: 0,
             redis_decided_in: 0,
+            redis_freed_from_caller: 0,
+            redis_decided_in_caller: 0,
             redis_client_flags: redis_trace_ebpf::NO_FLAGS,
         }
     }

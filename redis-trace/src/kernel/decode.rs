@@ -161,6 +161,8 @@ mod tests {
             sockets_seen: 1,
             redis_freed_from: 0,
             redis_decided_in: 0,
+            redis_freed_from_caller: 0,
+            redis_decided_in_caller: 0,
             redis_client_flags: redis_trace_ebpf::NO_FLAGS,
         }
     }

@@ -5,5 +5,6 @@ pub mod assemble;
 pub mod decode;
 pub mod layout;
 pub mod load;
+pub mod redis_elf;
 pub mod tracefs;
 pub mod uprobes;

@@ -19,6 +19,7 @@ use tokio::io::unix::AsyncFd;
 
 use self::enrich::{Enricher, RedisSource};
 use self::governor::UprobeGovernor;
+use crate::classify::code_paths;
 use crate::kernel::assemble::{Assembled, Assembler, KernelClose, Owners};
 use crate::kernel::decode::{self, comm};
 use crate::kernel::{load, uprobes};
@@ -590,16 +591,33 @@ fn code_path(c: &KernelClose, symbols: &HashMap<u32, uprobes::Symbols>) -> Optio
         syms.name(a)
             .map_or_else(|| format!("{a:#x}"), str::to_string)
     };
+    // A pass-through names nothing itself: the function one frame up decided, when the
+    // pass-through keeps a frame pointer (so that word is its return address).
+    let named = |addr: u64, caller: u64| {
+        let here = name(addr);
+        let up =
+            (code_paths::passes_through(&here) && caller != 0 && syms.keeps_frame_pointer(addr))
+                .then(|| syms.name(caller).map(str::to_string))
+                .flatten();
+        (here, up)
+    };
+    let (decided_in, decided_via) = named(raw.decided_in, raw.decided_in_caller);
+    let (freed_from, freed_via) = named(raw.freed_from, raw.freed_from_caller);
+    let (decided_in, via) = match (decided_via, freed_via) {
+        (Some(up), _) => (up, Some(decided_in)),
+        (None, Some(up)) if raw.decided_in == raw.freed_from => (up, Some(decided_in)),
+        _ => (decided_in, None),
+    };
     Some(RedisCodePath {
-        decided_in: name(raw.decided_in),
-        freed_from: name(raw.freed_from),
-        client_flags: (raw.client_flags != redis_trace_ebpf::NO_FLAGS).then(|| {
-            uprobes::describe_flags(raw.client_flags)
-                .into_iter()
-                .filter(|(_, set)| *set)
-                .map(|(n, _)| n.to_string())
-                .collect()
-        }),
+        decided_in,
+        via,
+        freed_from,
+        client_flags: match (&syms.layout, raw.client_flags) {
+            (Some(l), f) if f != redis_trace_ebpf::NO_FLAGS => {
+                Some(l.flag_names(f).into_iter().map(str::to_string).collect())
+            }
+            _ => None,
+        },
     })
 }
 
