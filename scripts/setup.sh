@@ -5,6 +5,8 @@
 #   - Debian packages: redis-server + redis-tools (test and demo server),
 #     nftables/iptables/iproute2 (middlebox tests), python3 (test clients)
 #   - musl-tools, mmdebstrap, openssl (the static binary, its tests' roots and certs)
+#   - python3-pip, debian-archive-keyring (cargo xtask builds: PyPI wheels, other
+#     Debian suites; mmdebstrap makes its trixie root)
 #   - the nightly toolchain's rust-src (the eBPF crate builds `core` itself)
 #   - the x86_64-unknown-linux-musl target (cargo xtask dist)
 #   - bpf-linker, built against the very LLVM that the nightly rustc ships
@@ -28,6 +30,10 @@ command -v musl-gcc >/dev/null || need_pkgs+=(musl-tools)
 command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v unshare >/dev/null || need_pkgs+=(util-linux)
+# cargo xtask builds: `python3 -m pip download` of pinned wheels, Debian's keys for the
+# private sources list of other suites.
+python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
+[[ -e /usr/share/keyrings/debian-archive-keyring.gpg ]] || need_pkgs+=(debian-archive-keyring)
 if ((${#need_pkgs[@]})); then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,6 +6,9 @@
 //!   extra arguments, a wrapper command such as `ip netns exec NS`, a user, a password
 //!   kept out of argv), ready once it answers PING; killed, reaped and its directory
 //!   removed on drop.
+//! - [`Build`]: another Redis or Valkey build (`cargo xtask builds` fetches them into
+//!   target/redis-builds/, its manifest builds.json), started by
+//!   [`RedisOptions::build`]: chrooted in its root, or with its `LD_LIBRARY_PATH`.
 //! - [`resp`]: send one command, read one reply.
 //! - [`connect`], [`wait_closed`], [`set_linger_zero`], [`free_port`], [`private_dir`]:
 //!   small socket and file helpers.
@@ -16,12 +19,14 @@
 //! Every wait has a limit. Errors are `anyhow`/`io` errors that say what failed; the few
 //! functions meant for tests only (`Redis::start`, `Redis::command`, `MemCgroup::create`,
 //! ...) panic with a message instead, and say so.
+mod build;
 mod cgroup;
 mod net;
 mod netns;
 pub mod resp;
 mod server;
 
+pub use build::{Build, HOST_VERSION, ServerKind};
 pub use cgroup::{MEMCG_LIMIT_BYTES, MemCgroup};
 pub use net::{connect, free_port, private_dir, set_linger_zero, wait_closed, wait_closed_or};
 pub use netns::{Netns, in_netns};

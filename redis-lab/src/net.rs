@@ -1,7 +1,7 @@
 //! Socket and directory helpers.
 use std::io::{self, Read as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A loopback port nobody listens on right now (bound, then released).
@@ -12,12 +12,17 @@ pub fn free_port() -> io::Result<u16> {
 /// A new private directory `PREFIX-XXXXXX` (mkdtemp: a fresh name, mode 0700), never one
 /// that someone else could have made in /tmp beforehand. The caller removes it.
 pub fn private_dir(prefix: &str) -> io::Result<PathBuf> {
+    private_dir_in(&std::env::temp_dir(), prefix)
+}
+
+/// [`private_dir`] in `parent` (a chroot's /tmp, say).
+pub(crate) fn private_dir_in(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     // tempfile's default is 0777 less the umask (0755 here), not mkdtemp's 0700.
     Ok(tempfile::Builder::new()
         .prefix(&format!("{prefix}-"))
         .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()?
+        .tempdir_in(parent)?
         .keep())
 }
 

