@@ -121,8 +121,8 @@ fn view(e: &ClientEntry, seen: SystemTime) -> RedisClientView {
 }
 
 impl Server {
-    /// Opens the log named by CONFIG GET logfile, relative to the server's working
-    /// directory when not absolute.
+    /// Opens the log named by CONFIG GET logfile, under the server's root, or its
+    /// working directory when not absolute.
     fn open_log(&mut self) {
         let Some(cfg) = &self.config else { return };
         let name = cfg.logfile.clone().unwrap_or_default();
@@ -131,10 +131,13 @@ impl Server {
             return;
         }
         let mut path = PathBuf::from(&name);
-        if path.is_relative() {
-            if let Some(pid) = self.pid {
-                path = PathBuf::from(format!("/proc/{pid}/cwd")).join(path);
-            }
+        // Through the process's own root and working directory: a Redis in a
+        // container or chroot names a path inside it, not the host's.
+        if let Some(pid) = self.pid {
+            path = match path.strip_prefix("/") {
+                Ok(inside) => PathBuf::from(format!("/proc/{pid}/root")).join(inside),
+                Err(_) => PathBuf::from(format!("/proc/{pid}/cwd")).join(path),
+            };
         }
         // Opening cannot block (O_NONBLOCK, regular files only); reading is the
         // follower thread's.

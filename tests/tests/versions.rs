@@ -1,0 +1,464 @@
+//! The same incidents on every Redis and Valkey build `cargo xtask builds` fetched
+//! (target/redis-builds/builds.json, or `REDIS_TRACE_BUILDS`): idle timeout, CLIENT KILL,
+//! output-buffer limits (pub/sub and replica), query-buffer limit, client eviction,
+//! protocol error, QUIT, SIGKILL and SHUTDOWN, each checked for its cause and for how it
+//! was proven. Writes the table docs/compatibility.md carries to
+//! target/compatibility-versions.md.
+//!
+//! Run by `cargo xtask test --versions`; without the manifest it fails and says how to
+//! make it.
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use redis_lab::Build;
+use scenario_tests::{Capture, Redis, resp};
+use serde_json::Value;
+
+/// One cell of the table.
+struct Row {
+    build: String,
+    scenario: &'static str,
+    expected: &'static str,
+    cause: String,
+    proof: String,
+    ok: bool,
+}
+
+fn builds() -> Vec<Build> {
+    let path = std::env::var_os("REDIS_TRACE_BUILDS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(Build::default_manifest);
+    Build::load_all(&path).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn call(r: &Redis, args: &[&str]) -> String {
+    r.call(args)
+        .unwrap_or_else(|e| panic!("{:?} on port {}: {e:#}", args.first(), r.port))
+}
+
+/// Reads until the server closes (bounded): Redis has closed this connection.
+fn wait_closed(s: &mut TcpStream, limit: Duration) {
+    let end = Instant::now() + limit;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 64 << 10];
+    while Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+    panic!("the server did not close the connection within {limit:?}");
+}
+
+fn addr(s: &TcpStream) -> SocketAddr {
+    s.local_addr().expect("local address")
+}
+
+/// How the record's cause was proven: the uprobes' code path, else the source of its
+/// key evidence.
+fn proof(r: &Value) -> String {
+    if let Some(d) = r["redis_code_path"]["decided_in"].as_str() {
+        let via = r["redis_code_path"]["via"]
+            .as_str()
+            .map(|v| format!(" via {v}"))
+            .unwrap_or_default();
+        return format!("uprobe: {d}{via}");
+    }
+    let ev: Vec<&str> = r["evidence"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    ev.iter()
+        .skip(1)
+        .find_map(|e| e.split_once(':').map(|(src, _)| src.to_string()))
+        .unwrap_or_else(|| "kernel".into())
+}
+
+/// Waits for the record of the connection from `client` and checks its cause.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    cap: &mut Capture,
+    rows: &mut Vec<Row>,
+    build: &Build,
+    scenario: &'static str,
+    client: SocketAddr,
+    expected: &'static str,
+    class: Option<&str>,
+) {
+    let c = client.to_string();
+    let r = cap.wait_for(Duration::from_secs(15), |r| {
+        r["type"] == "connection_closed" && r["client"] == c.as_str()
+    });
+    let cause = r["cause"].as_str().unwrap_or("").to_string();
+    let class_ok = class.is_none_or(|k| r["client_class"] == k);
+    let mut proof = proof(&r);
+    if let Some(k) = r["client_class"].as_str() {
+        proof = format!("{proof} (class {k})");
+    }
+    let ok = cause == expected && class_ok;
+    if !ok {
+        eprintln!(
+            "{}: {scenario}: expected {expected} {class:?}, got:\n{r:#}",
+            build.name
+        );
+    }
+    rows.push(Row {
+        build: build.name.clone(),
+        scenario,
+        expected,
+        cause,
+        proof,
+        ok,
+    });
+}
+
+fn version_at_least(b: &Build, major: u32, minor: u32) -> bool {
+    let mut p = b.version.split('.').filter_map(|x| x.parse::<u32>().ok());
+    let v = (p.next().unwrap_or(0), p.next().unwrap_or(0));
+    v >= (major, minor)
+}
+
+/// Every scenario on one build: a primary and a replica of it, one capture of both.
+fn run_build(b: &Build, rows: &mut Vec<Row>) {
+    let primary = Redis::options()
+        .build(b)
+        .dir_prefix("redis-trace-versions")
+        .bind("127.0.0.1")
+        .start()
+        .unwrap_or_else(|e| panic!("{}: {e:#}", b.name));
+    let p = primary.port.to_string();
+    let replica = Redis::options()
+        .build(b)
+        .dir_prefix("redis-trace-versions")
+        .bind("127.0.0.1")
+        .args(&["--replicaof", "127.0.0.1", &p])
+        .start()
+        .unwrap_or_else(|e| panic!("{} replica: {e:#}", b.name));
+    let mut cap = Capture::start(&[primary.port, replica.port]);
+    let probes = &cap.started["redis_uprobes"];
+    eprintln!("{}: uprobes {probes}", b.name);
+
+    // Idle timeout.
+    call(&primary, &["CONFIG", "SET", "timeout", "1"]);
+    let mut idle = primary.client().expect("client");
+    assert_eq!(resp::command(&mut idle, &["PING"]).expect("PING"), "+PONG");
+    wait_closed(&mut idle, Duration::from_secs(10));
+    call(&primary, &["CONFIG", "SET", "timeout", "0"]);
+    check(
+        &mut cap,
+        rows,
+        b,
+        "idle timeout",
+        addr(&idle),
+        "redis_idle_timeout",
+        None,
+    );
+
+    // CLIENT KILL from another connection.
+    let mut victim = primary.client().expect("client");
+    let id = resp::command(&mut victim, &["CLIENT", "ID"]).expect("CLIENT ID");
+    let id = id.trim_start_matches(':').to_string();
+    call(&primary, &["CLIENT", "KILL", "ID", &id]);
+    wait_closed(&mut victim, Duration::from_secs(5));
+    check(
+        &mut cap,
+        rows,
+        b,
+        "CLIENT KILL",
+        addr(&victim),
+        "redis_client_kill",
+        None,
+    );
+
+    // Output-buffer limit: a pub/sub subscriber that never reads (Valkey 9 shares
+    // pub/sub payloads between buffers: there a normal client flooded with replies).
+    let valkey9 = b.server.as_str() == "valkey" && version_at_least(b, 9, 0);
+    if valkey9 {
+        call(
+            &primary,
+            &[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "normal 256kb 128kb 1",
+            ],
+        );
+        call(&primary, &["SET", "big", &"v".repeat(512 << 10)]);
+        let mut flood = primary.client().expect("client");
+        let a = addr(&flood);
+        let gets: Vec<u8> = (0..200)
+            .flat_map(|_| resp::encode(&["GET", "big"]))
+            .collect();
+        let _ = flood.write_all(&gets);
+        check(
+            &mut cap,
+            rows,
+            b,
+            "output buffer limit",
+            a,
+            "redis_output_buffer_limit",
+            Some("normal"),
+        );
+        call(
+            &primary,
+            &[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "normal 0 0 0",
+            ],
+        );
+    } else {
+        call(
+            &primary,
+            &[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "pubsub 256kb 128kb 1",
+            ],
+        );
+        let mut sub = primary.client().expect("client");
+        sub.write_all(&resp::encode(&["SUBSCRIBE", "firehose"]))
+            .expect("SUBSCRIBE");
+        std::thread::sleep(Duration::from_millis(200));
+        let a = addr(&sub);
+        let payload = "x".repeat(64 << 10);
+        let mut publisher = primary.client().expect("client");
+        for _ in 0..2000 {
+            let n =
+                resp::command(&mut publisher, &["PUBLISH", "firehose", &payload]).expect("PUBLISH");
+            if n == ":0" {
+                break;
+            }
+        }
+        check(
+            &mut cap,
+            rows,
+            b,
+            "output buffer limit",
+            a,
+            "redis_output_buffer_limit",
+            Some("pubsub"),
+        );
+    }
+
+    // A replica over its output-buffer limit.
+    let end = Instant::now() + Duration::from_secs(20);
+    let replica_addr = loop {
+        let list = call(&primary, &["CLIENT", "LIST", "TYPE", "replica"]);
+        let info = call(&primary, &["INFO", "replication"]);
+        if info.contains("state=online")
+            && let Some(a) = list
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("addr="))
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        {
+            break a;
+        }
+        assert!(
+            Instant::now() < end,
+            "{}: the replica did not sync within 20 s",
+            b.name
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    call(
+        &primary,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "replica 256kb 128kb 1",
+        ],
+    );
+    call(&primary, &["SET", "huge", &"r".repeat(2 << 20)]);
+    check(
+        &mut cap,
+        rows,
+        b,
+        "replica output buffer limit",
+        replica_addr,
+        "redis_output_buffer_limit",
+        Some("replica"),
+    );
+    call(&replica, &["REPLICAOF", "NO", "ONE"]);
+
+    // Query-buffer limit.
+    call(
+        &primary,
+        &["CONFIG", "SET", "client-query-buffer-limit", "1mb"],
+    );
+    let mut big = primary.client().expect("client");
+    let mut cmd = format!("*3\r\n$3\r\nSET\r\n$1\r\nq\r\n${}\r\n", 2 << 20).into_bytes();
+    cmd.extend_from_slice(&vec![b'q'; 2 << 20]);
+    cmd.extend_from_slice(b"\r\n");
+    let _ = big.write_all(&cmd);
+    wait_closed(&mut big, Duration::from_secs(10));
+    check(
+        &mut cap,
+        rows,
+        b,
+        "query buffer limit",
+        addr(&big),
+        "redis_query_buffer_limit",
+        None,
+    );
+    call(
+        &primary,
+        &["CONFIG", "SET", "client-query-buffer-limit", "1gb"],
+    );
+
+    // Client eviction (maxmemory-clients, Redis 7.0 and later).
+    if version_at_least(b, 7, 0) {
+        call(&primary, &["CONFIG", "SET", "maxmemory-clients", "1mb"]);
+        let mut hungry = primary.client().expect("client");
+        let mut cmd = format!("*3\r\n$3\r\nSET\r\n$1\r\nh\r\n${}\r\n", 4 << 20).into_bytes();
+        cmd.extend_from_slice(&vec![b'h'; 2 << 20]);
+        let _ = hungry.write_all(&cmd);
+        wait_closed(&mut hungry, Duration::from_secs(10));
+        check(
+            &mut cap,
+            rows,
+            b,
+            "client eviction",
+            addr(&hungry),
+            "redis_client_eviction",
+            None,
+        );
+        call(&primary, &["CONFIG", "SET", "maxmemory-clients", "0"]);
+    }
+
+    // Protocol error.
+    let mut bad = primary.client().expect("client");
+    bad.write_all(b"*1\r\n$abc\r\n").expect("write");
+    wait_closed(&mut bad, Duration::from_secs(5));
+    check(
+        &mut cap,
+        rows,
+        b,
+        "protocol error",
+        addr(&bad),
+        "redis_protocol_error",
+        None,
+    );
+
+    // QUIT: Redis closes after its reply; nothing is wrong, and the record says so.
+    let mut quit = primary.client().expect("client");
+    assert_eq!(resp::command(&mut quit, &["QUIT"]).expect("QUIT"), "+OK");
+    wait_closed(&mut quit, Duration::from_secs(5));
+    check(
+        &mut cap,
+        rows,
+        b,
+        "QUIT",
+        addr(&quit),
+        "redis_close_unknown",
+        None,
+    );
+
+    // SIGKILL of the (former) replica, with a client connected to it.
+    let mut replica = replica;
+    let bystander = replica.client().expect("client");
+    // SAFETY: kill(2) on the test's own child.
+    unsafe { libc::kill(replica.pid() as i32, libc::SIGKILL) };
+    let _ = replica.child.wait();
+    check(
+        &mut cap,
+        rows,
+        b,
+        "SIGKILL",
+        addr(&bystander),
+        "redis_killed",
+        None,
+    );
+
+    // SHUTDOWN: the other clients' connections end with the process.
+    let mut primary = primary;
+    let other = primary.client().expect("client");
+    let mut admin = primary.client().expect("client");
+    let _ = admin.write_all(&resp::encode(&["SHUTDOWN", "NOSAVE"]));
+    let end = Instant::now() + Duration::from_secs(10);
+    while primary.child.try_wait().ok().flatten().is_none() {
+        assert!(
+            Instant::now() < end,
+            "{}: SHUTDOWN did not end the server",
+            b.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check(
+        &mut cap,
+        rows,
+        b,
+        "SHUTDOWN",
+        addr(&other),
+        "redis_shutdown",
+        None,
+    );
+    let _ = cap.stop();
+}
+
+fn table(rows: &[Row], builds: &[Build]) -> String {
+    let scenarios: Vec<&str> = {
+        let mut s: Vec<&str> = Vec::new();
+        for r in rows {
+            if !s.contains(&r.scenario) {
+                s.push(r.scenario);
+            }
+        }
+        s
+    };
+    let mut out = String::from("| incident |");
+    for b in builds {
+        out.push_str(&format!(" {} |", b.name));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(builds.len()));
+    out.push('\n');
+    for s in &scenarios {
+        let expected = rows
+            .iter()
+            .find(|r| r.scenario == *s)
+            .map_or("", |r| r.expected);
+        out.push_str(&format!("| {s} (`{expected}`) |"));
+        for b in builds {
+            match rows.iter().find(|r| r.scenario == *s && r.build == b.name) {
+                Some(r) if r.ok => out.push_str(&format!(" ✓ {} |", r.proof)),
+                Some(r) => out.push_str(&format!(" ✗ `{}` ({}) |", r.cause, r.proof)),
+                None => out.push_str(" n/a |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn every_build_gives_each_cause_with_its_proof() {
+    let builds = builds();
+    assert!(!builds.is_empty(), "the build manifest lists no build");
+    let mut rows = Vec::new();
+    for b in &builds {
+        run_build(b, &mut rows);
+    }
+    let t = table(&rows, &builds);
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/compatibility-versions.md");
+    std::fs::write(&out, &t).expect("writing the table");
+    eprintln!("{t}");
+    let wrong: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{} {}: {} ({})", r.build, r.scenario, r.cause, r.proof))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "wrong or unproven causes:\n{}",
+        wrong.join("\n")
+    );
+}
