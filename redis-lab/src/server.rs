@@ -74,8 +74,10 @@ impl RedisOptions {
     /// its root and with its `LD_LIBRARY_PATH` when it has them. With a root, the
     /// private directory is made under ROOT/tmp, so that [`Redis::dir`] and
     /// [`Redis::log_path`] stay host paths, while the server is given the paths it sees;
-    /// it is started as `chroot ROOT BINARY ...` (chroot execs: [`Redis::pid`] is the
-    /// server's).
+    /// it is started as `unshare --mount --propagation private --mount-proc=ROOT/proc
+    /// chroot ROOT BINARY ...`, a container's view with its own /proc (both exec:
+    /// [`Redis::pid`] is the server's; the /proc mount lives in the server's own mount
+    /// namespace and goes with it).
     pub fn build(mut self, build: &Build) -> Self {
         self.binary = build.binary.clone().into();
         self.root = build.root.clone();
@@ -278,6 +280,12 @@ impl RedisOptions {
         }
         let mut launcher: Vec<OsString> = self.wrapper.iter().map(OsString::from).collect();
         if let Some(root) = &self.root {
+            // A /proc of its own inside the root, in a mount namespace of its own (gone
+            // with the server): without it INFO says used_memory_rss:0.
+            let mut proc_at = OsString::from("--mount-proc=");
+            proc_at.push(root.join("proc"));
+            launcher.extend(["unshare", "--mount", "--propagation", "private"].map(OsString::from));
+            launcher.push(proc_at);
             launcher.push("chroot".into());
             // chroot(2) needs root: chroot itself changes to the user afterwards.
             if let Some((uid, gid)) = self.user {
@@ -522,11 +530,23 @@ mod tests {
         let cmd = opts.command(6400, &dir).unwrap();
         let inner = Path::new("/tmp").join(dir.file_name().unwrap());
         let inner = inner.to_string_lossy();
-        assert_eq!(cmd.get_program(), "chroot");
+        assert_eq!(cmd.get_program(), "unshare");
         let a = args(&cmd);
-        assert_eq!(a[0], root.path().to_string_lossy());
-        assert_eq!(a[1], "/usr/bin/valkey-server");
-        assert_eq!(a[2], format!("{inner}/redis.conf"));
+        let r = root.path().to_string_lossy();
+        let proc_at = format!("--mount-proc={r}/proc");
+        assert_eq!(
+            a[..7],
+            [
+                "--mount",
+                "--propagation",
+                "private",
+                &proc_at,
+                "chroot",
+                &r,
+                "/usr/bin/valkey-server"
+            ]
+        );
+        assert_eq!(a[7], format!("{inner}/redis.conf"));
         let at = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].clone());
         assert_eq!(at("--dir").unwrap(), inner);
         assert_eq!(at("--logfile").unwrap(), format!("{inner}/redis.log"));
@@ -550,9 +570,15 @@ mod tests {
             return;
         };
         let a = args(&cmd);
-        assert_eq!(cmd.get_program(), "chroot");
-        assert_eq!(a[0], "--userspec=65534:65534");
-        assert_eq!(a[1], root.path().to_string_lossy());
+        assert_eq!(cmd.get_program(), "unshare");
+        assert_eq!(
+            a[4..7],
+            [
+                "chroot",
+                "--userspec=65534:65534",
+                &root.path().to_string_lossy()
+            ]
+        );
     }
 
     #[test]
@@ -566,17 +592,9 @@ mod tests {
         let cmd = opts.command(6400, &dir).unwrap();
         assert_eq!(cmd.get_program(), "ip");
         let a = args(&cmd);
-        assert_eq!(
-            a[..5],
-            [
-                "netns",
-                "exec",
-                "ns1",
-                "chroot",
-                &root.path().to_string_lossy()
-            ]
-        );
-        assert_eq!(a[5], "/usr/bin/valkey-server");
+        assert_eq!(a[..4], ["netns", "exec", "ns1", "unshare"]);
+        assert_eq!(a[8..10], ["chroot", &root.path().to_string_lossy()]);
+        assert_eq!(a[10], "/usr/bin/valkey-server");
     }
 
     #[test]

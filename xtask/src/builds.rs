@@ -758,7 +758,7 @@ fn remove_dir(dir: &Path) -> Result<()> {
 }
 
 /// Starts the build through redis-lab on a free loopback port, PINGs it (the start
-/// does) and checks what `INFO server` says it is.
+/// does) and checks what `INFO server` says it is, and that its pid is the one started.
 fn verify(b: &Build, spec: &Spec) -> Result<()> {
     if b.root.is_none() {
         check_libraries(b)?;
@@ -777,6 +777,14 @@ fn verify(b: &Build, spec: &Spec) -> Result<()> {
             spec.server,
             spec.version
         );
+    }
+    // The launchers (chroot, unshare) exec: the pid we hold is the server's.
+    let pid = redis.pid().to_string();
+    if !info
+        .lines()
+        .any(|l| l.trim() == format!("process_id:{pid}"))
+    {
+        bail!("INFO server's process_id is not {pid}, the pid of the process started");
     }
     println!(
         "{:<14} {server} {version:<8} pid {:<8} {}",
