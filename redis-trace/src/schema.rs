@@ -250,6 +250,20 @@ pub struct RedisProbes {
     /// Which symbol tables the binary has ("dynsym only", "dynsym and symtab").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbol_table: Option<String>,
+    /// What this server's version gives as evidence, and what it lacks and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence_sources: Vec<EvidenceSource>,
+}
+
+/// One source of evidence on one traced server: whether it works there, and if not why
+/// (and what the causes then rest on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvidenceSource {
+    pub source: String,
+    pub works: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -61,7 +61,12 @@ fn addr(s: &TcpStream) -> SocketAddr {
 /// How the record's cause was proven: the uprobes' code path, else the source of its
 /// key evidence.
 fn proof(r: &Value) -> String {
-    if let Some(d) = r["redis_code_path"]["decided_in"].as_str() {
+    // A decider the binary does not name (Redis 6.0 exports few functions) proves
+    // nothing: then the evidence that did.
+    if let Some(d) = r["redis_code_path"]["decided_in"]
+        .as_str()
+        .filter(|d| !d.starts_with("0x"))
+    {
         let via = r["redis_code_path"]["via"]
             .as_str()
             .map(|v| format!(" via {v}"))
@@ -139,8 +144,25 @@ fn run_build(b: &Build, rows: &mut Vec<Row>) {
         .start()
         .unwrap_or_else(|e| panic!("{} replica: {e:#}", b.name));
     let mut cap = Capture::start(&[primary.port, replica.port]);
-    let probes = &cap.started["redis_uprobes"];
-    eprintln!("{}: uprobes {probes}", b.name);
+    // Both servers are probed, read as this build, their client flags understood.
+    let probes = cap.started["redis_uprobes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(probes.len(), 2, "{}: {}", b.name, cap.started);
+    for p in &probes {
+        assert_eq!(p["unavailable"], Value::Null, "{}: {p}", b.name);
+        assert_eq!(p["version"], b.version.as_str(), "{}: {p}", b.name);
+        assert_eq!(p["server"], b.server.as_str(), "{}: {p}", b.name);
+        assert_eq!(p["client_flags"], true, "{}: {p}", b.name);
+        // Valkey 8.0 and 8.1 export a freeClient stub no caller inside uses.
+        let stub = b.server.as_str() == "valkey" && b.version.starts_with("8.");
+        let body = p["attached"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|l| l.as_str().is_some_and(|l| l.contains("stub jumps to")))
+        });
+        assert_eq!(body, stub, "{}: the stub's body probed: {p}", b.name);
+    }
 
     // Idle timeout.
     call(&primary, &["CONFIG", "SET", "timeout", "1"]);
@@ -417,6 +439,7 @@ fn table(rows: &[Row], builds: &[Build]) -> String {
 }
 
 #[test]
+#[ignore = "needs every build fetched: run by `cargo xtask test --versions`"]
 fn every_build_gives_each_cause_with_its_proof() {
     let mut builds = builds();
     // A subset while debugging one build: REDIS_TRACE_BUILD=valkey-9.1.2.

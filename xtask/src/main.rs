@@ -76,6 +76,11 @@ enum Task {
     Test {
         /// Only the scenario tests whose name contains this.
         filter: Option<String>,
+        /// Also fetch every Redis and Valkey build (`cargo xtask builds`) and run the
+        /// version matrix on each (tests/tests/versions.rs), writing its table into
+        /// docs/compatibility.md.
+        #[arg(long)]
+        versions: bool,
     },
 }
 
@@ -174,6 +179,44 @@ fn tests(what: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
     if !st.success() {
         bail!("{what} failed ({st})");
     }
+    Ok(())
+}
+
+/// The marker lines in docs/compatibility.md between which the matrix's table goes.
+const TABLE_START: &str = "<!-- version matrix: written by `cargo xtask test --versions` -->";
+const TABLE_END: &str = "<!-- end of version matrix -->";
+
+/// Runs tests/tests/versions.rs on every fetched build, then puts its table into
+/// docs/compatibility.md.
+fn version_matrix(bin: &Path, tally: &mut Tally) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "--package",
+        "scenario-tests",
+        "--test",
+        "versions",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env("REDIS_TRACE_BIN", bin);
+    tests(
+        "version matrix (every Redis and Valkey build)",
+        &mut cmd,
+        tally,
+    )?;
+    let table = std::fs::read_to_string(root().join("target/compatibility-versions.md"))
+        .context("the version matrix wrote no table (target/compatibility-versions.md)")?;
+    let doc_path = root().join("docs/compatibility.md");
+    let doc = std::fs::read_to_string(&doc_path).context("reading docs/compatibility.md")?;
+    let (Some(a), Some(b)) = (doc.find(TABLE_START), doc.find(TABLE_END)) else {
+        bail!("docs/compatibility.md lacks the lines {TABLE_START} and {TABLE_END}");
+    };
+    let new = format!("{}{TABLE_START}\n{table}{}", &doc[..a], &doc[b..]);
+    std::fs::write(&doc_path, new).context("writing docs/compatibility.md")?;
+    eprintln!("xtask: version matrix table written to docs/compatibility.md");
     Ok(())
 }
 
@@ -321,7 +364,7 @@ fn run() -> Result<()> {
             steps.print();
             Ok(())
         }
-        Task::Test { filter } => {
+        Task::Test { filter, versions } => {
             // How long each step takes (CI has 90 minutes): printed at the end.
             let mut steps = Steps::default();
             steps.time("setup", setup)?;
@@ -371,6 +414,14 @@ fn run() -> Result<()> {
                     &mut tally,
                 )
             })?;
+            if versions {
+                steps.time("version matrix: fetch builds", || {
+                    builds::run(&root()).map(|_| ())
+                })?;
+                steps.time("version matrix: scenarios on every build", || {
+                    version_matrix(&bin, &mut tally)
+                })?;
+            }
             steps.print();
             // One closing line for the whole run, unit and scenario tests together.
             println!("{} passed, {} failed", tally.passed, tally.failed);

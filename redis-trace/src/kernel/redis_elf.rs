@@ -349,6 +349,36 @@ pub fn elf_version(file: &object::File<'_>) -> Option<ServerVersion> {
     })
 }
 
+impl ServerVersion {
+    /// Whether this is `server` at `major.minor` or later.
+    fn at_least(&self, server: &str, major: u32, minor: u32) -> bool {
+        self.server == server && self.major_minor().is_some_and(|v| v >= (major, minor))
+    }
+
+    /// The version-dependent sources of evidence: INFO counters and client eviction
+    /// (`None` for the ones this version has, else why not).
+    pub fn version_sources(&self) -> Vec<(&'static str, Option<String>)> {
+        let name = format!("{} {}", self.server, self.version);
+        let counters = self.at_least("redis", 7, 4) || self.at_least("valkey", 8, 0);
+        let eviction = self.at_least("redis", 7, 0) || self.server == "valkey";
+        vec![
+            (
+                "INFO client_output_buffer_limit_disconnections, client_query_buffer_limit_disconnections",
+                (!counters).then(|| {
+                    format!(
+                        "{name} has no such counters (Redis 7.4, Valkey 8.0 added them): \
+                         buffer-limit closes rest on the uprobes and the log"
+                    )
+                }),
+            ),
+            (
+                "INFO evicted_clients (maxmemory-clients)",
+                (!eviction).then(|| format!("{name} has no client eviction (Redis 7.0 added it)")),
+            ),
+        ]
+    }
+}
+
 /// `x.y.z` with 1 to 3 digits each, as numbers.
 fn version_parts(s: &[u8]) -> Option<Vec<u32>> {
     if s.len() > 11 {

@@ -16,7 +16,7 @@
 //! [`super::redis_elf`]; the client's flags are read at the version's offset.
 use std::path::Path;
 
-use crate::schema::RedisProbes;
+use crate::schema::{EvidenceSource, RedisProbes};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
@@ -57,9 +57,62 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<(Symbols, Vec<L
         Ok(s) => s,
         Err(e) => {
             report.unavailable = Some(format!("{e:#}"));
+            report.evidence_sources = evidence_sources(&report);
             return (report, None);
         }
     };
+    let (report, attached) = attach_symbols(ebpf, pid, &exe, report, symbols);
+    let mut report = report;
+    report.evidence_sources = evidence_sources(&report);
+    (report, attached)
+}
+
+/// What works as evidence on this server, from what the attach found.
+fn evidence_sources(report: &RedisProbes) -> Vec<EvidenceSource> {
+    let mut out = vec![
+        EvidenceSource {
+            source: "uprobes (freeClient, freeClientAsync)".into(),
+            works: report.unavailable.is_none(),
+            why_not: report.unavailable.clone(),
+        },
+        EvidenceSource {
+            source: "client flags (client->flags)".into(),
+            works: report.client_flags,
+            why_not: (!report.client_flags).then(|| {
+                report
+                    .client_layout_missing
+                    .clone()
+                    .unwrap_or_else(|| "the uprobes are not attached".into())
+            }),
+        },
+    ];
+    let server = match report.server.as_deref() {
+        Some("redis") => Some("redis"),
+        Some("valkey") => Some("valkey"),
+        _ => None,
+    };
+    if let (Some(server), Some(version)) = (server, report.version.clone()) {
+        let v = super::redis_elf::ServerVersion { server, version };
+        out.extend(
+            v.version_sources()
+                .into_iter()
+                .map(|(source, why)| EvidenceSource {
+                    source: source.into(),
+                    works: why.is_none(),
+                    why_not: why,
+                }),
+        );
+    }
+    out
+}
+
+fn attach_symbols(
+    ebpf: &mut Ebpf,
+    pid: u32,
+    exe: &str,
+    mut report: RedisProbes,
+    symbols: Symbols,
+) -> (RedisProbes, Option<(Symbols, Vec<Link>)>) {
     let found = symbols.version.clone();
     report.version = found.as_ref().map(|v| v.version.clone());
     report.server = found.as_ref().map(|v| v.server.to_string());
@@ -90,7 +143,7 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> (RedisProbes, Option<(Symbols, Vec<L
         let Some((_, program)) = PROBES.iter().find(|(f, _)| *f == site.function) else {
             continue;
         };
-        match attach_one(ebpf, program, site.file_offset, &exe, pid) {
+        match attach_one(ebpf, program, site.file_offset, exe, pid) {
             Ok(link) => links.push(link),
             Err(e) => {
                 report.unavailable = Some(format!("attaching to {}: {e:#}", site.label));
