@@ -65,6 +65,8 @@ fn closed(how: u32, observer: u32, client_port: u16, who: (&str, u32), at: u64) 
         sockets_seen: SEEN_BOTH,
         redis_freed_from: 0,
         redis_decided_in: 0,
+        redis_freed_from_caller: 0,
+        redis_decided_in_caller: 0,
         redis_client_flags: NO_FLAGS,
     }
 }

@@ -377,3 +377,72 @@ fn counters_that_do_not_match_attribute_nothing() {
         (Cause::RedisCloseUnknown, Cause::RedisCloseUnknown)
     );
 }
+
+fn with_path<'a>(mut f: Facts<'a>, p: &'a RedisCodePath) -> Facts<'a> {
+    f.code_path = Some(p);
+    f
+}
+
+fn path(decided: &str, freed: &str, flags: Option<&[&str]>) -> RedisCodePath {
+    RedisCodePath {
+        decided_in: decided.into(),
+        via: None,
+        freed_from: freed.into(),
+        client_flags: flags.map(|f| f.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+#[test]
+fn the_read_path_is_the_query_buffer_only_when_redis_closed_first_unflagged() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 1.0);
+    let p = path(
+        "readQueryFromClient",
+        "beforeNextClient",
+        Some(&["close_asap"]),
+    );
+    let v = classify(&c, &with_path(evidence(None, None, &[], &[]), &p));
+    assert_eq!(v.cause, Cause::RedisQueryBufferLimit, "{v:#?}");
+    // Flagged for a protocol error: that, not the query buffer.
+    let p = path(
+        "readQueryFromClient",
+        "beforeNextClient",
+        Some(&["protocol_error"]),
+    );
+    let v = classify(&c, &with_path(evidence(None, None, &[], &[]), &p));
+    assert_eq!(v.cause, Cause::RedisProtocolError, "{v:#?}");
+    // Flags unreadable and no log line: which of the two is not known.
+    let p = path("readQueryFromClient", "beforeNextClient", None);
+    let v = classify(&c, &with_path(evidence(None, None, &[], &[]), &p));
+    assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+}
+
+#[test]
+fn redis_8_read_errors_need_the_log_to_say_which() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 0.0);
+    let p = path(
+        "handleClientReadError",
+        "freeClientsInAsyncFreeQueue",
+        Some(&[]),
+    );
+    let v = classify(&c, &with_path(evidence(None, None, &[], &[]), &p));
+    assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+    let line = "100:M 25 Nov 2026 17:02:05.076 # Closing client that reached max query buffer length: id=6 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name= age=0 idle=0 flags=N db=0 qbuf=1048576 cmd=NULL user=default (qbuf initial bytes: \"*3\\r\\n$3\\r\\nSET\")";
+    let mut ev = parse_line(line).expect("a log event");
+    ev.time = Some(at(-0.01));
+    let log = [ev];
+    let v = classify(&c, &with_path(evidence(None, None, &[], &log), &p));
+    assert_eq!(v.cause, Cause::RedisQueryBufferLimit, "{v:#?}");
+}
+
+#[test]
+fn a_monitor_over_its_output_buffer_is_not_called_a_replica() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 0.0);
+    let p = path(
+        "closeClientOnOutputBufferLimitReached",
+        "freeClientsInAsyncFreeQueue",
+        Some(&["replica", "monitor"]),
+    );
+    let v = classify(&c, &with_path(evidence(None, None, &[], &[]), &p));
+    assert_eq!(v.cause, Cause::RedisOutputBufferLimit, "{v:#?}");
+    assert_eq!(v.client_class, Some(ClientClass::Normal), "{v:#?}");
+}
