@@ -671,6 +671,10 @@ pub struct RedisStatus {
     pub port: u16,
     pub status: RedisState,
     pub pid: Option<u32>,
+    /// "redis" or "valkey", from INFO (`server_name`, `valkey_version`).
+    pub server: Option<String>,
+    /// The server's own version: Valkey's `valkey_version`, not the `redis_version`
+    /// (7.2.4) it reports for compatibility.
     pub version: Option<String>,
     pub uptime_s: Option<u64>,
     /// Set when the server's pid or run id changed since the last connection.

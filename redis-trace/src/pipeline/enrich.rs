@@ -16,7 +16,9 @@ use crate::kernel::assemble::KernelClose;
 use crate::schema::{
     ConnectionClosed, ProcessEvent, RedisClientView, RedisCodePath, RedisState, RedisStatus, Side,
 };
-use crate::sources::redis::{ClientEntry, Poller, PollerMsg, RedisConfig, Snapshot, Target};
+use crate::sources::redis::{
+    ClientEntry, InfoCounters, Poller, PollerMsg, RedisConfig, ServerId, Snapshot, Target,
+};
 use crate::sources::redis_log::{LogEvent, LogFollower, LogTail};
 use crate::time::monotonic_ns;
 
@@ -90,16 +92,16 @@ pub struct Enricher {
 }
 
 fn counters(info: &HashMap<String, String>) -> Counters {
-    let num = |k: &str| info.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+    let c = InfoCounters::from_info(info);
     let calls = info
         .get("cmdstat_client|kill")
         .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Counters {
-        evicted: num("evicted_clients").unwrap_or(0),
-        obl: num("client_output_buffer_limit_disconnections"),
-        qbl: num("client_query_buffer_limit_disconnections"),
+        evicted: c.evicted_clients.unwrap_or(0),
+        obl: c.client_output_buffer_limit_disconnections,
+        qbl: c.client_query_buffer_limit_disconnections,
         kills: calls,
     }
 }
@@ -316,12 +318,14 @@ impl Enricher {
                         if s.log.is_none() || restarted {
                             s.open_log();
                         }
+                        let id = ServerId::from_info(&info);
                         out.push(RedisStatus {
                             time: Some(SystemTime::now()),
                             port: s.port,
                             status: RedisState::Connected,
                             pid,
-                            version: info.get("redis_version").cloned(),
+                            server: id.as_ref().map(|i| i.server.as_str().to_string()),
+                            version: id.map(|i| i.version),
                             uptime_s: info.get("uptime_in_seconds").and_then(|v| v.parse().ok()),
                             restarted,
                             error: None,
@@ -343,6 +347,7 @@ impl Enricher {
                                 port: s.port,
                                 status: RedisState::Unavailable,
                                 pid: s.pid,
+                                server: None,
                                 version: None,
                                 uptime_s: None,
                                 restarted: false,

@@ -23,7 +23,8 @@ mod target;
 pub mod tls;
 
 pub use parse::{
-    BufferLimit, ClientEntry, RedisConfig, parse_client_list, parse_config, parse_info,
+    BufferLimit, ClientEntry, InfoCounters, RedisConfig, ServerId, ServerKind, parse_client_list,
+    parse_config, parse_info,
 };
 pub use poller::{Poller, PollerMsg};
 pub use session::{MAX_REPLY, Session, Snapshot};

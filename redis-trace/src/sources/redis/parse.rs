@@ -22,6 +22,14 @@ pub struct ClientEntry {
     pub user: Option<String>,
     pub sub: u64,
     pub psub: u64,
+    /// `io-thread=`: the I/O thread serving the client (Redis 8.x; 0 = the main thread).
+    pub io_thread: Option<u32>,
+    /// `tot-net-in=` / `tot-net-out=`: bytes read from / written to the client over its
+    /// life (Valkey 8+, Redis 8.2+).
+    pub tot_net_in: Option<u64>,
+    pub tot_net_out: Option<u64>,
+    /// `tot-cmds=`: commands the client ran (Valkey 8+, Redis 8.2+).
+    pub tot_cmds: Option<u64>,
 }
 
 /// Parses CLIENT LIST output. Tolerant: unknown fields are ignored, lines without a numeric
@@ -62,6 +70,10 @@ fn parse_client_line(line: &str) -> Option<ClientEntry> {
             "user" => entry.user = opt(value),
             "sub" => entry.sub = num(value),
             "psub" => entry.psub = num(value),
+            "io-thread" => entry.io_thread = value.parse().ok(),
+            "tot-net-in" => entry.tot_net_in = value.parse().ok(),
+            "tot-net-out" => entry.tot_net_out = value.parse().ok(),
+            "tot-cmds" => entry.tot_cmds = value.parse().ok(),
             _ => {}
         }
     }
@@ -90,6 +102,79 @@ pub fn parse_info(text: &str) -> HashMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Which server answered INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Redis,
+    Valkey,
+}
+
+impl ServerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Redis => "redis",
+            ServerKind::Valkey => "valkey",
+        }
+    }
+}
+
+/// The server and its own version, from INFO. Valkey reports `redis_version:7.2.4` (the
+/// Redis version it is compatible with) and its real one in `valkey_version`, with
+/// `server_name:valkey`: those come first, `redis_version` only for Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerId {
+    pub server: ServerKind,
+    pub version: String,
+}
+
+impl ServerId {
+    /// `None` when INFO has no version this parser trusts.
+    pub fn from_info(info: &HashMap<String, String>) -> Option<Self> {
+        let field = |k: &str| info.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let valkey = field("server_name").is_some_and(|n| n.eq_ignore_ascii_case("valkey"));
+        let (server, version) = match field("valkey_version") {
+            Some(v) => (ServerKind::Valkey, v),
+            // A Valkey without valkey_version (none is known) still says what it is.
+            None if valkey => (ServerKind::Valkey, field("redis_version")?),
+            None => (ServerKind::Redis, field("redis_version")?),
+        };
+        // The server's words: a version is short and plain ("7.0.15", "255.255.255").
+        let plain = version.len() <= 32
+            && version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+'));
+        plain.then(|| ServerId {
+            server,
+            version: version.to_string(),
+        })
+    }
+}
+
+/// The INFO counters of client closes. Each is `None` where this version has no such
+/// counter (`evicted_clients` before 7.0, the buffer-limit ones before Redis 7.4 and
+/// Valkey 8.0): absent is not 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InfoCounters {
+    pub evicted_clients: Option<u64>,
+    pub client_output_buffer_limit_disconnections: Option<u64>,
+    pub client_query_buffer_limit_disconnections: Option<u64>,
+}
+
+impl InfoCounters {
+    pub fn from_info(info: &HashMap<String, String>) -> Self {
+        let num = |k: &str| info.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+        InfoCounters {
+            evicted_clients: num("evicted_clients"),
+            client_output_buffer_limit_disconnections: num(
+                "client_output_buffer_limit_disconnections",
+            ),
+            client_query_buffer_limit_disconnections: num(
+                "client_query_buffer_limit_disconnections",
+            ),
+        }
+    }
 }
 
 /// One class of client-output-buffer-limit, in bytes and seconds (0 = no limit).
@@ -364,6 +449,332 @@ mod tests {
         assert_eq!(cfg.logfile.as_deref(), Some("/tmp/fx/redis.log"));
         assert_eq!(cfg.loglevel.as_deref(), Some("notice"));
         assert_eq!(cfg.raw, pairs);
+    }
+
+    // ---- one set per build (tests/fixtures/redis/README.md) ----------------------------
+
+    /// What each build's INFO, CLIENT LIST and CONFIG GET fixtures say, read by hand.
+    struct Build {
+        name: &'static str,
+        server: ServerKind,
+        version: &'static str,
+        redis_version: &'static str,
+        counters: InfoCounters,
+        config_pairs: usize,
+        maxmemory_clients: Option<&'static str>,
+        /// CLIENT LIST ids: control, replica, billing-worker-1, the subscriber.
+        ids: [u64; 4],
+        io_thread: Option<u32>,
+        /// tot-net-in and tot-cmds of the control client (the one running CLIENT LIST).
+        control_net_in: Option<u64>,
+        control_cmds: Option<u64>,
+        /// Whether CLIENT LIST has `laddr=` (Redis 6.2+).
+        laddr: bool,
+    }
+
+    const fn counters(evicted: Option<u64>, obl: Option<u64>, qbl: Option<u64>) -> InfoCounters {
+        InfoCounters {
+            evicted_clients: evicted,
+            client_output_buffer_limit_disconnections: obl,
+            client_query_buffer_limit_disconnections: qbl,
+        }
+    }
+
+    fn check_build(b: &Build) {
+        let n = b.name;
+        let info = parse_info(&fixture(&format!("info-{n}.txt")));
+        assert_eq!(
+            info.get("redis_version").map(String::as_str),
+            Some(b.redis_version),
+            "{n}"
+        );
+        let valkey = b.server == ServerKind::Valkey;
+        assert_eq!(
+            info.get("server_name").map(String::as_str),
+            valkey.then_some("valkey"),
+            "{n}"
+        );
+        assert_eq!(
+            info.get("valkey_version").map(String::as_str),
+            valkey.then_some(b.version),
+            "{n}"
+        );
+        assert_eq!(
+            ServerId::from_info(&info),
+            Some(ServerId {
+                server: b.server,
+                version: b.version.to_string()
+            }),
+            "{n}"
+        );
+        assert_eq!(InfoCounters::from_info(&info), b.counters, "{n}");
+
+        let clients = parse_client_list(&fixture(&format!("client-list-{n}.txt")));
+        let ids: Vec<u64> = clients.iter().map(|c| c.id).collect();
+        assert_eq!(ids, b.ids, "{n}");
+        let [control, replica, named, sub] = [0, 1, 2, 3].map(|i| &clients[i]);
+        assert_eq!(
+            (control.name.as_str(), control.flags.as_str()),
+            ("control", if b.version == "6.0.16" { "N" } else { "e" }),
+            "{n}"
+        );
+        assert_eq!(
+            control.cmd,
+            if b.version == "6.0.16" {
+                "client"
+            } else {
+                "client|list"
+            },
+            "{n}"
+        );
+        assert_eq!(
+            (control.tot_net_in, control.tot_cmds),
+            (b.control_net_in, b.control_cmds),
+            "{n}"
+        );
+        assert_eq!(replica.flags, "S", "{n}");
+        assert_eq!(
+            (named.name.as_str(), named.cmd.as_str()),
+            ("billing-worker-1", "ping"),
+            "{n}"
+        );
+        assert_eq!((sub.flags.as_str(), sub.sub, sub.psub), ("P", 1, 1), "{n}");
+        for c in &clients {
+            assert!(c.addr.is_some_and(|a| a.ip().is_loopback()), "{n}");
+            assert_eq!(c.laddr.is_some(), b.laddr, "{n}");
+            assert_eq!(c.io_thread, b.io_thread, "{n}");
+            assert_eq!(c.tot_net_in.is_some(), b.control_net_in.is_some(), "{n}");
+            assert_eq!(c.tot_net_out.is_some(), b.control_net_in.is_some(), "{n}");
+            // `lib-name=` empty (7.2+) or absent: no library.
+            assert_eq!(
+                (c.lib_name.as_deref(), c.lib_ver.as_deref()),
+                (None, None),
+                "{n}"
+            );
+            assert_eq!(c.user.as_deref(), Some("default"), "{n}");
+        }
+
+        let pairs = pairs_from_redis_cli(&fixture(&format!("config-get-{n}.txt")));
+        assert_eq!(pairs.len(), b.config_pairs, "{n}");
+        let cfg = parse_config(&pairs);
+        // Every version prints the replica class as "slave" (getClientTypeName).
+        let cobl = cfg
+            .raw
+            .iter()
+            .find(|(k, _)| k == "client-output-buffer-limit");
+        assert_eq!(
+            cobl.map(|(_, v)| v.as_str()),
+            Some("normal 0 0 0 slave 262144 131072 1 pubsub 65536 32768 60"),
+            "{n}"
+        );
+        let limit = |hard, soft, soft_seconds| {
+            Some(BufferLimit {
+                hard,
+                soft,
+                soft_seconds,
+            })
+        };
+        assert_eq!(cfg.cobl_normal, limit(0, 0, 0), "{n}");
+        assert_eq!(cfg.cobl_replica, limit(256 << 10, 128 << 10, 1), "{n}");
+        assert_eq!(cfg.cobl_pubsub, limit(64 << 10, 32 << 10, 60), "{n}");
+        assert_eq!(cfg.maxmemory_clients.as_deref(), b.maxmemory_clients, "{n}");
+        assert_eq!(cfg.timeout, Some(0), "{n}");
+        assert_eq!(cfg.query_buffer_limit, Some(1 << 30), "{n}");
+        assert_eq!(cfg.loglevel.as_deref(), Some("verbose"), "{n}");
+        let logfile = cfg.logfile.as_deref().unwrap_or("");
+        assert!(
+            logfile.starts_with("/tmp/rlog-primary-") && logfile.ends_with("/redis.log"),
+            "{n}: {logfile}"
+        );
+    }
+
+    #[test]
+    fn redis_view_fixture_redis_6_0_16() {
+        check_build(&Build {
+            name: "redis-6.0.16",
+            server: ServerKind::Redis,
+            version: "6.0.16",
+            redis_version: "6.0.16",
+            counters: counters(None, None, None),
+            config_pairs: 151,
+            maxmemory_clients: None,
+            ids: [5, 15, 16, 17],
+            io_thread: None,
+            control_net_in: None,
+            control_cmds: None,
+            laddr: false,
+        });
+    }
+
+    #[test]
+    fn redis_view_fixture_redis_7_0_15() {
+        check_build(&Build {
+            name: "redis-7.0.15",
+            server: ServerKind::Redis,
+            version: "7.0.15",
+            redis_version: "7.0.15",
+            counters: counters(Some(1), None, None),
+            config_pairs: 192,
+            maxmemory_clients: Some("0"),
+            ids: [4, 14, 15, 16],
+            io_thread: None,
+            control_net_in: None,
+            control_cmds: None,
+            laddr: true,
+        });
+    }
+
+    #[test]
+    fn redis_view_fixture_redis_8_0_2() {
+        check_build(&Build {
+            name: "redis-8.0.2",
+            server: ServerKind::Redis,
+            version: "8.0.2",
+            redis_version: "8.0.2",
+            counters: counters(Some(1), Some(2), Some(1)),
+            config_pairs: 203,
+            maxmemory_clients: Some("0"),
+            ids: [5, 15, 17, 18],
+            io_thread: Some(0),
+            control_net_in: None,
+            control_cmds: None,
+            laddr: true,
+        });
+    }
+
+    #[test]
+    fn redis_view_fixture_redis_8_2_3() {
+        check_build(&Build {
+            name: "redis-8.2.3",
+            server: ServerKind::Redis,
+            version: "8.2.3",
+            redis_version: "8.2.3",
+            counters: counters(Some(1), Some(2), Some(1)),
+            config_pairs: 205,
+            maxmemory_clients: Some("0"),
+            ids: [5, 15, 17, 18],
+            io_thread: Some(0),
+            control_net_in: Some(5_064_363),
+            control_cmds: Some(424),
+            laddr: true,
+        });
+    }
+
+    #[test]
+    fn redis_view_fixture_valkey_8_0_1() {
+        check_build(&Build {
+            name: "valkey-8.0.1",
+            server: ServerKind::Valkey,
+            version: "8.0.1",
+            redis_version: "7.2.4",
+            counters: counters(Some(1), Some(2), Some(1)),
+            config_pairs: 214,
+            maxmemory_clients: Some("0"),
+            ids: [4, 14, 15, 16],
+            io_thread: None,
+            control_net_in: Some(5_064_363),
+            control_cmds: Some(424),
+            laddr: true,
+        });
+    }
+
+    #[test]
+    fn redis_view_fixture_valkey_8_1_1() {
+        check_build(&Build {
+            name: "valkey-8.1.1",
+            server: ServerKind::Valkey,
+            version: "8.1.1",
+            redis_version: "7.2.4",
+            counters: counters(Some(1), Some(2), Some(1)),
+            config_pairs: 227,
+            maxmemory_clients: Some("0"),
+            ids: [3, 13, 14, 15],
+            io_thread: None,
+            control_net_in: Some(5_064_363),
+            control_cmds: Some(424),
+            laddr: true,
+        });
+    }
+
+    #[test]
+    fn redis_view_fixture_valkey_9_1_2() {
+        check_build(&Build {
+            name: "valkey-9.1.2",
+            server: ServerKind::Valkey,
+            version: "9.1.2",
+            redis_version: "7.2.4",
+            counters: counters(Some(1), Some(2), Some(1)),
+            config_pairs: 237,
+            maxmemory_clients: Some("0"),
+            ids: [4, 14, 15, 16],
+            io_thread: None,
+            control_net_in: Some(5_064_395),
+            control_cmds: Some(425),
+            laddr: true,
+        });
+    }
+
+    #[test]
+    fn redis_server_id_from_info() {
+        let info = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let id = |pairs: &[(&str, &str)]| ServerId::from_info(&info(pairs));
+        let redis = |v: &str| {
+            Some(ServerId {
+                server: ServerKind::Redis,
+                version: v.into(),
+            })
+        };
+        let valkey = |v: &str| {
+            Some(ServerId {
+                server: ServerKind::Valkey,
+                version: v.into(),
+            })
+        };
+        assert_eq!(id(&[("redis_version", "7.4.1")]), redis("7.4.1"));
+        assert_eq!(
+            id(&[("redis_version", "255.255.255")]),
+            redis("255.255.255")
+        );
+        // Valkey 7.2: server_name and valkey_version too.
+        assert_eq!(
+            id(&[
+                ("redis_version", "7.2.4"),
+                ("server_name", "valkey"),
+                ("valkey_version", "7.2.7")
+            ]),
+            valkey("7.2.7")
+        );
+        assert_eq!(
+            id(&[("redis_version", "7.2.4"), ("valkey_version", "8.0.1")]),
+            valkey("8.0.1")
+        );
+        assert_eq!(
+            id(&[("redis_version", "7.2.4"), ("server_name", "valkey")]),
+            valkey("7.2.4")
+        );
+        assert_eq!(
+            id(&[("redis_version", "7.2.4"), ("valkey_version", "")]),
+            redis("7.2.4")
+        );
+        // Nothing, or not a version.
+        assert_eq!(id(&[]), None);
+        assert_eq!(id(&[("redis_version", "")]), None);
+        assert_eq!(id(&[("redis_version", "7.0\u{1b}[2J")]), None);
+        assert_eq!(id(&[("redis_version", "7.0 15")]), None);
+        assert_eq!(id(&[("redis_version", &"9".repeat(33))]), None);
+        assert_eq!(ServerKind::Valkey.as_str(), "valkey");
+        assert_eq!(ServerKind::Redis.as_str(), "redis");
+        // A counter that does not parse is absent, not 0.
+        let c = InfoCounters::from_info(&info(&[
+            ("evicted_clients", "x"),
+            ("client_output_buffer_limit_disconnections", " 3 "),
+        ]));
+        assert_eq!(c, counters(None, Some(3), None));
     }
 
     #[test]

@@ -12,6 +12,17 @@ pub(super) const SHUTDOWN_COMMAND: &str = "SHUTDOWN command";
 pub(super) fn classify(msg: &str) -> Option<(LogKind, Option<&str>)> {
     const OBL_ASYNC: &str = " scheduled to be closed ASAP for overcoming of output buffer limits";
     const OBL_SYNC: &str = " closed for overcoming of output buffer limits";
+    // Before the output-buffer lines, which also start with "Client ": those go on with
+    // the client info ("Client id=..."), this one with its own words.
+    if let Some(rest) = msg.strip_prefix("Client closed connection") {
+        return match rest.strip_prefix(' ') {
+            None if rest.is_empty() => Some((LogKind::ClientClosedConnection, None)),
+            Some(info) if info.starts_with("id=") => {
+                Some((LogKind::ClientClosedConnection, Some(info)))
+            }
+            _ => None,
+        };
+    }
     if let Some(rest) = msg.strip_prefix("Client ") {
         if let Some(i) = rest.find(OBL_ASYNC).or_else(|| rest.find(OBL_SYNC)) {
             return Some((LogKind::OutputBufferLimit, Some(&rest[..i])));
@@ -34,13 +45,46 @@ pub(super) fn classify(msg: &str) -> Option<(LogKind, Option<&str>)> {
     }
     if let Some(rest) = msg.strip_prefix("Protocol error (") {
         let (_, rest) = rest.split_once(") from client: ")?;
-        let info = rest
-            .find(". Query buffer during protocol error")
-            .map_or(rest, |i| &rest[..i]);
+        // ". Query buffer during protocol error: '...'" (Redis, Valkey 8.0) or ". Query
+        // buffer: ..." (Valkey 8.1+): the client's bytes, never client fields. The client
+        // info cannot hold this text: its values have no spaces.
+        let info = rest.find(". Query buffer").map_or(rest, |i| &rest[..i]);
         return Some((LogKind::ProtocolError, Some(info)));
     }
-    if msg.starts_with("User requested shutdown") {
-        return Some(shutdown(SHUTDOWN_COMMAND));
+    if msg == "Closing idle client" {
+        return Some((LogKind::IdleTimeout, None));
+    }
+    if msg == "Connection with master lost." || msg == "Connection with primary lost." {
+        return Some((LogKind::PrimaryLost, None));
+    }
+    if let Some(name) = msg
+        .strip_prefix("Connection with replica ")
+        .and_then(|r| r.strip_suffix(" lost."))
+    {
+        let (name, rdb_channel) = match name.strip_prefix("(rdbchannel) ") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        return replica_lost(name, rdb_channel);
+    }
+    if let Some(name) = msg
+        .strip_prefix("Replica ")
+        .and_then(|r| r.strip_suffix(" rdb channel disconnected."))
+    {
+        return replica_lost(name, true);
+    }
+    if let Some(rest) = msg.strip_prefix("User requested shutdown") {
+        // Valkey 8+: "User requested shutdown... (user request from '<client info>')".
+        let requester = rest
+            .strip_prefix("... (user request from '")
+            .map(|r| r.strip_suffix("')").unwrap_or(r))
+            .filter(|info| info.starts_with("id="));
+        return Some((
+            LogKind::ShutdownRequested {
+                by: SHUTDOWN_COMMAND.to_string(),
+            },
+            requester,
+        ));
     }
     if msg.starts_with("Received SIGTERM scheduling shutdown") {
         return Some(shutdown("SIGTERM"));
@@ -83,9 +127,25 @@ pub(super) fn classify_raw(line: &str) -> Option<LogKind> {
     None
 }
 
+/// The replica's name as `replicationGetSlaveName` writes it: `ip:listening-port` (an
+/// `ip:<unknown-replica-port>` has no address), never with a space.
+fn replica_lost(name: &str, rdb_channel: bool) -> Option<(LogKind, Option<&'static str>)> {
+    if name.is_empty() || name.contains(' ') {
+        return None;
+    }
+    let kind = LogKind::ReplicaLost {
+        listening_addr: parse_client_addr(name),
+        rdb_channel,
+    };
+    Some((kind, None))
+}
+
 fn shutdown(by: &str) -> (LogKind, Option<&'static str>) {
     (LogKind::ShutdownRequested { by: by.to_string() }, None)
 }
+
+/// What Valkey 8+ writes for `name=` and `user=` with `hide-user-data-from-log yes`.
+const REDACTED: &str = "*redacted*";
 
 /// The fields of a client info string we keep; the first occurrence of each counts (the
 /// fixed fields come first, before anything a client chooses).
@@ -120,7 +180,7 @@ impl ClientFields {
                 }
                 "name" if !name => {
                     name = true;
-                    f.name = Some(value.to_string()).filter(|v| !v.is_empty());
+                    f.name = Some(value.to_string()).filter(|v| !v.is_empty() && v != REDACTED);
                 }
                 "omem" if !omem => {
                     omem = true;

@@ -13,11 +13,21 @@
 //!   `Client <info> closed for overcoming of output buffer limits.` (the synchronous variant),
 //!   level warning;
 //! - `Closing client that reached max query buffer length: <info> (qbuf initial bytes: <repr>)`
-//!   (`readQueryFromClient`), warning;
+//!   (`readQueryFromClient`; Valkey 8 `handleQbLimitReached`), warning; Valkey 9.1.2 wrote it
+//!   without the `(qbuf initial bytes: ...)` part (user data hidden, the default);
 //! - `Evicting client: <info>` (`evictClients`, maxmemory-clients, Redis >= 7.0), notice
 //!   level in 7.0.15;
 //! - `Protocol error (<what>) from client: <info>. Query buffer during protocol error: '<..>'`
-//!   (`setProtocolError`), verbose (warning when the client is our master);
+//!   (`setProtocolError`), verbose (warning when the client is our master); Valkey 8.1+
+//!   end it with `. Query buffer: <..>` (`*redacted*` by default);
+//! - `Closing idle client` (`clientsCronHandleTimeout`, the `timeout` setting), verbose, no
+//!   client info;
+//! - `Client closed connection <info>` (the client closed, Redis only noticed), verbose;
+//!   bare `Client closed connection` in 6.x;
+//! - `Connection with replica <ip:listening port> lost.` (Redis 8: `Connection with replica
+//!   (rdbchannel) <..> lost.` for the extra RDB connection; Valkey 8: `Replica <..> rdb
+//!   channel disconnected.`) and `Connection with master lost.` (`primary` in Valkey 8+),
+//!   written by `freeClient` for a replication link;
 //! - `Received SIGTERM scheduling shutdown...`, `Received SIGINT scheduling shutdown...`,
 //!   `Received shutdown signal, scheduling shutdown...`, `Received shutdown signal during
 //!   loading, scheduling shutdown.`, `You insist... exiting now.` (a second SIGINT: immediate
@@ -25,7 +35,8 @@
 //!   `<pid>:signal-handler (<unix seconds>) <message>`);
 //! - `User requested shutdown...` (`prepareForShutdown`): written for SHUTDOWN *and* after
 //!   a signal; [`LogTail`] and [`parse_lines`] attribute it to the signal when the same pid
-//!   logged one just before;
+//!   logged one just before. Valkey 8+ add ` (user request from '<info>')` for SHUTDOWN,
+//!   naming the client that sent it;
 //! - `Redis is now ready to exit, bye bye...` (`Valkey is now ...` in Valkey);
 //! - `Redis 7.0.15 crashed by signal: 11, si_code: 2` (`sigsegvHandler`; `valkey-server
 //!   <version> crashed ...` in Valkey, no `si_code` before Redis 6.0) and the raw line
@@ -53,6 +64,8 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 mod classify;
+#[cfg(test)]
+mod fixture_tests;
 mod local_time;
 mod parse;
 mod tail;
@@ -72,10 +85,28 @@ pub enum LogKind {
     ClientEviction,
     /// "Protocol error (...) from client: ..." (verbose level).
     ProtocolError,
+    /// "Closing idle client" (`timeout`; verbose level). Redis names no client in it: only
+    /// its time tells which close it was.
+    IdleTimeout,
+    /// "Client closed connection" (verbose level): the client closed its end, not Redis.
+    /// Redis 7.0+ and Valkey append the client info; 6.x names no client.
+    ClientClosedConnection,
+    /// "Connection with replica <ip:port> lost." on a primary; `rdb_channel` for Redis 8's
+    /// "Connection with replica (rdbchannel) <ip:port> lost." and Valkey 8's "Replica
+    /// <ip:port> rdb channel disconnected.". The address is the one the replica announced
+    /// (its listening port), not its connection's, so it is kept apart from `client_addr`.
+    ReplicaLost {
+        listening_addr: Option<SocketAddr>,
+        rdb_channel: bool,
+    },
+    /// "Connection with master lost." ("... primary lost." in Valkey 8+), on a replica.
+    PrimaryLost,
     /// "User requested shutdown..." (`by` = "SHUTDOWN command", or the signal when the same
     /// process logged one just before), "Received SIGTERM scheduling shutdown..." ("SIGTERM"),
     /// "Received SIGINT scheduling shutdown..." ("SIGINT"), "Received shutdown signal..."
-    /// ("signal"), "You insist... exiting now." (a second SIGINT, "SIGINT").
+    /// ("signal"), "You insist... exiting now." (a second SIGINT, "SIGINT"). Valkey 8+'s
+    /// "User requested shutdown... (user request from '<info>')" names the client that
+    /// sent SHUTDOWN in the event's client fields.
     ShutdownRequested { by: String },
     /// "Redis is now ready to exit, bye bye...".
     ReadyToExit,
@@ -98,12 +129,15 @@ pub struct LogEvent {
     /// signal handler and raw lines.
     pub role: Option<char>,
     pub kind: LogKind,
-    /// `addr=` of the client info (the client's end of the connection).
+    /// `addr=` of the client info (the client's end of the connection). For Valkey 8+'s
+    /// "User requested shutdown... (user request from '<info>')", the client that sent
+    /// SHUTDOWN.
     pub client_addr: Option<SocketAddr>,
     pub client_id: Option<u64>,
     /// `flags=`, e.g. "N", "P" (pub/sub), "S" (replica), "M" (master).
     pub client_flags: Option<String>,
-    /// `name=`; `None` when empty.
+    /// `name=`; `None` when empty or `*redacted*` (Valkey 8+ hides names by default,
+    /// `hide-user-data-from-log yes`).
     pub client_name: Option<String>,
     pub omem: Option<u64>,
     pub qbuf: Option<u64>,

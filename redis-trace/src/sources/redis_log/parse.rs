@@ -63,8 +63,11 @@ impl Context {
     pub(super) fn apply(&mut self, ev: &mut LogEvent) {
         match &mut ev.kind {
             LogKind::ShutdownRequested { by } if by == SHUTDOWN_COMMAND => {
+                // A line that names the client who sent SHUTDOWN (Valkey 8+) is the command
+                // whatever came before.
+                let named = ev.client_id.is_some() || ev.client_addr.is_some();
                 if let Some((pid, signal)) = self.pending_signal.take() {
-                    if pid == ev.pid {
+                    if pid == ev.pid && !named {
                         *by = signal;
                     }
                 }
@@ -241,6 +244,13 @@ mod tests {
         s.parse().ok()
     }
 
+    /// The events of `text` other than "Client closed connection", and those.
+    fn split_peer_closes(text: &str) -> (Vec<LogEvent>, Vec<LogEvent>) {
+        parse_lines(text)
+            .into_iter()
+            .partition(|e| e.kind != LogKind::ClientClosedConnection)
+    }
+
     /// The local calendar fields of `t`, to check a parsed time without assuming a zone.
     fn local_fields(t: SystemTime) -> (i32, i32, i32, i32, i32, i32, u32) {
         let d = t.duration_since(UNIX_EPOCH).expect("after the epoch");
@@ -263,7 +273,18 @@ mod tests {
 
     #[test]
     fn redis_log_fixture_clients() {
-        let evs = parse_lines(CLIENTS);
+        let (evs, peer_closes) = split_peer_closes(CLIENTS);
+        let peers: Vec<_> = peer_closes
+            .iter()
+            .map(|e| (e.client_addr, e.client_name.as_deref()))
+            .collect();
+        assert_eq!(
+            peers,
+            vec![
+                (addr("127.0.0.1:51456"), None),
+                (addr("127.0.0.1:33526"), Some("polite"))
+            ]
+        );
         let kinds: Vec<LogKind> = evs.iter().map(|e| e.kind.clone()).collect();
         assert_eq!(
             kinds,
@@ -335,6 +356,7 @@ mod tests {
     fn redis_log_fixture_noise_is_ignored() {
         for l in CLIENTS.lines() {
             let interesting = l.contains("output buffer limits")
+                || l.contains("Client closed connection")
                 || l.contains("max query buffer")
                 || l.contains("Evicting client")
                 || l.contains("Protocol error")
@@ -342,13 +364,12 @@ mod tests {
                 || l.contains("bye bye");
             assert_eq!(parse_line(l).is_some(), interesting, "{l}");
         }
-        // A client closing its own connection is not Redis closing it.
-        assert!(
-            CLIENTS
-                .lines()
-                .any(|l| l.contains("Client closed connection id=")),
-            "fixture has the verbose close line"
-        );
+        // A client closing its own connection is its own kind, not a close by Redis.
+        let peer_closes = parse_lines(CLIENTS)
+            .into_iter()
+            .filter(|e| e.kind == LogKind::ClientClosedConnection)
+            .count();
+        assert_eq!(peer_closes, 2);
     }
 
     #[test]
@@ -357,7 +378,8 @@ mod tests {
             (SIGTERM, "SIGTERM", 20075, 1_795_625_225),
             (SIGINT, "SIGINT", 20080, 1_795_625_225),
         ] {
-            let evs = parse_lines(text);
+            let (evs, peer_closes) = split_peer_closes(text);
+            assert_eq!(peer_closes.len(), 2, "the PING's redis-cli and the probe");
             let kinds: Vec<LogKind> = evs.iter().map(|e| e.kind.clone()).collect();
             let by = LogKind::ShutdownRequested { by: sig.into() };
             assert_eq!(kinds, vec![by.clone(), by, LogKind::ReadyToExit]);
@@ -379,7 +401,8 @@ mod tests {
 
     #[test]
     fn redis_log_fixture_segfault() {
-        let evs = parse_lines(SEGFAULT);
+        let (evs, peer_closes) = split_peer_closes(SEGFAULT);
+        assert_eq!(peer_closes.len(), 1);
         let kinds: Vec<LogKind> = evs.iter().map(|e| e.kind.clone()).collect();
         // The CLIENT LIST / CURRENT CLIENT INFO dumps in the report are not events.
         assert_eq!(
