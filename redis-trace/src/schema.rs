@@ -682,6 +682,10 @@ pub struct RedisStatus {
     pub error: Option<String>,
     pub logfile: Option<String>,
     pub log_readable: bool,
+    /// When INFO names another server or version than the binary's `.rodata` said: what
+    /// each said, and what the uprobes now use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_check: Option<String>,
     /// Why the log is not read, when it is not.
     pub log_note: Option<String>,
 }

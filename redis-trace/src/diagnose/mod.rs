@@ -351,10 +351,8 @@ fn facts_from(
     RedisFacts {
         addr: addr.to_string(),
         pid: u64_of(info, "process_id").and_then(|p| u32::try_from(p).ok()),
-        version: info
-            .get("redis_version")
-            .or_else(|| info.get("valkey_version"))
-            .cloned(),
+        // Valkey's redis_version is a compatibility constant (7.2.4): its own first.
+        version: crate::sources::redis::ServerId::from_info(info).map(|id| id.version),
         uptime_s: uptime,
         started_at: uptime
             .and_then(|u| SystemTime::now().checked_sub(Duration::from_secs(u)))

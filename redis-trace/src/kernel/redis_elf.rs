@@ -59,6 +59,8 @@ pub struct Symbols {
     pub layout: Option<ClientLayout>,
     /// Why no layout, when there is none.
     pub layout_missing: Option<String>,
+    /// Whether INFO's version was compared with this one already.
+    pub version_checked: bool,
 }
 
 /// The function's C name: `freeClient.part.0` → `freeClient`, `foo.isra.0.cold` →
@@ -141,6 +143,7 @@ impl Symbols {
             has_symtab,
             layout,
             layout_missing,
+            version_checked: false,
         }
     }
 

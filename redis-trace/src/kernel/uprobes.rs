@@ -216,6 +216,12 @@ pub fn set_enabled(ebpf: &mut Ebpf, on: bool) -> Result<()> {
 }
 
 fn enable(ebpf: &mut Ebpf, pid: u32, layout: Option<&ClientLayout>) -> Result<()> {
+    set_layout(ebpf, pid, layout)?;
+    set_enabled(ebpf, true)
+}
+
+/// Where the uprobes read `pid`'s client flags (nowhere without a layout).
+pub fn set_layout(ebpf: &mut Ebpf, pid: u32, layout: Option<&ClientLayout>) -> Result<()> {
     // Per process: two traced servers can be two versions.
     let mut offsets: HashMap<_, u32, u32> = HashMap::try_from(
         ebpf.map_mut("REDIS_FLAGS_OFFSET")
@@ -227,5 +233,5 @@ fn enable(ebpf: &mut Ebpf, pid: u32, layout: Option<&ClientLayout>) -> Result<()
             let _ = offsets.remove(&pid);
         }
     }
-    set_enabled(ebpf, true)
+    Ok(())
 }

@@ -333,6 +333,7 @@ impl Enricher {
                             log_readable: s.log.is_some(),
                             log_note: (s.log.is_none() && !s.log_why_not.is_empty())
                                 .then(|| s.log_why_not.clone()),
+                            version_check: None,
                         });
                     }
                     PollerMsg::Snapshot(snap) => s.on_snapshot(snap),
@@ -355,6 +356,7 @@ impl Enricher {
                                 logfile: None,
                                 log_readable: s.log.is_some(),
                                 log_note: None,
+                                version_check: None,
                             });
                             // Report a down server once, until it is back.
                             s.last_poll_mono = now_mono;

@@ -22,6 +22,7 @@ use self::governor::UprobeGovernor;
 use crate::classify::code_paths;
 use crate::kernel::assemble::{Assembled, Assembler, KernelClose, Owners};
 use crate::kernel::decode::{self, comm};
+use crate::kernel::redis_elf::{self, ClientLayout};
 use crate::kernel::{load, uprobes};
 use crate::output::{self, JsonTarget, Writers};
 use crate::schema::{
@@ -374,6 +375,8 @@ impl Capture {
                 assembled: Vec::new(),
             },
         };
+        let mut early_status = early_status;
+        capture.check_versions(&mut early_status);
         capture.flow.write_status(early_status)?;
         Ok((capture, backlog))
     }
@@ -407,8 +410,10 @@ impl Capture {
             self.drain()?;
             self.flow.assemble(monotonic_ns())?;
             let statuses = self.flow.enricher.poll_sources();
+            let mut statuses = statuses;
             if opts.uprobes {
                 self.follow_uprobes(&statuses)?;
+                self.check_versions(&mut statuses);
             }
             self.flow.write_status(statuses)?;
             let closed = self.flow.enricher.release(false);
@@ -458,6 +463,55 @@ impl Capture {
             stderr::note(&note);
         }
         Ok(())
+    }
+
+    /// Compares the version INFO reports with the one the binary's `.rodata` gave the
+    /// uprobes. When they differ, INFO is the server's own word: the client layout is
+    /// taken for INFO's version (or flags are no longer read), and the status says so.
+    fn check_versions(&mut self, statuses: &mut [RedisStatus]) {
+        for st in statuses.iter_mut() {
+            let (Some(pid), Some(server), Some(version)) =
+                (st.pid, st.server.as_deref(), st.version.clone())
+            else {
+                continue;
+            };
+            let Some(syms) = self.flow.symbols.get_mut(&pid) else {
+                continue;
+            };
+            let elf = syms
+                .version
+                .as_ref()
+                .map(|v| (v.server, v.version.as_str()));
+            if elf == Some((server, version.as_str())) || syms.version_checked {
+                continue;
+            }
+            syms.version_checked = true;
+            let Some(server) = ["redis", "valkey"].into_iter().find(|s| *s == server) else {
+                continue;
+            };
+            let info = redis_elf::ServerVersion { server, version };
+            let said = elf.map_or_else(|| "no version".to_string(), |(s, v)| format!("{s} {v}"));
+            let from_dwarf = syms
+                .layout
+                .as_ref()
+                .is_some_and(|l| l.source.contains("DWARF"));
+            let what = if from_dwarf {
+                "the client layout stays the binary's DWARF's".to_string()
+            } else {
+                syms.layout = ClientLayout::of_version(&info).ok();
+                match uprobes::set_layout(&mut self.ebpf, pid, syms.layout.as_ref()) {
+                    Ok(()) => match &syms.layout {
+                        Some(l) => format!("client flags are now read by {}", l.source),
+                        None => "client flags are no longer read".to_string(),
+                    },
+                    Err(e) => format!("updating the client layout failed: {e:#}"),
+                }
+            };
+            st.version_check = Some(format!(
+                "INFO says {} {}; the binary's .rodata said {said}: {what}",
+                info.server, info.version
+            ));
+        }
     }
 
     /// Collects what the kernel still holds, then everything pending, and writes
