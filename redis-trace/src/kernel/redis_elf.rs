@@ -149,13 +149,24 @@ impl Symbols {
 
     #[cfg(test)]
     pub fn from_list(funcs: Vec<(u64, u64, String)>) -> Self {
+        Self::from_list_fp(
+            funcs
+                .iter()
+                .map(|(s, e, n)| (*s, *e, n.as_str(), false))
+                .collect(),
+        )
+    }
+
+    /// For tests: functions as (start, end, symbol, keeps a frame pointer).
+    #[cfg(test)]
+    pub fn from_list_fp(funcs: Vec<(u64, u64, &str, bool)>) -> Self {
         let mut funcs: Vec<Func> = funcs
             .into_iter()
-            .map(|(start, end, name)| Func {
+            .map(|(start, end, name, frame_pointer)| Func {
                 start,
                 end,
-                name: base_name(&name).to_string(),
-                frame_pointer: false,
+                name: base_name(name).to_string(),
+                frame_pointer,
             })
             .collect();
         funcs.sort_by_key(|f| f.start);

@@ -20,7 +20,7 @@ use tokio::io::unix::AsyncFd;
 use self::enrich::{Enricher, RedisSource};
 use self::governor::UprobeGovernor;
 use crate::classify::code_paths;
-use crate::kernel::assemble::{Assembled, Assembler, KernelClose, Owners};
+use crate::kernel::assemble::{Assembled, Assembler, KernelClose, Owners, RedisRaw};
 use crate::kernel::decode::{self, comm};
 use crate::kernel::redis_elf::{self, ClientLayout};
 use crate::kernel::{load, uprobes};
@@ -594,7 +594,9 @@ impl Flow {
         for a in std::mem::take(&mut self.assembled) {
             match a {
                 Assembled::Closed(c) => {
-                    let path = code_path(&c, &self.symbols);
+                    let path = c
+                        .pid
+                        .and_then(|pid| code_path(c.redis, self.symbols.get(&pid)?));
                     self.enricher.push(c, path);
                 }
                 Assembled::Reset(r) => {
@@ -635,12 +637,10 @@ impl Flow {
 }
 
 /// Names the Redis functions behind a close from the closing process's own symbols.
-fn code_path(c: &KernelClose, symbols: &HashMap<u32, uprobes::Symbols>) -> Option<RedisCodePath> {
-    let raw = c.redis;
+fn code_path(raw: RedisRaw, syms: &uprobes::Symbols) -> Option<RedisCodePath> {
     if raw.decided_in == 0 {
         return None;
     }
-    let syms = symbols.get(&c.pid?)?;
     let name = |a: u64| {
         syms.name(a)
             .map_or_else(|| format!("{a:#x}"), str::to_string)
@@ -753,5 +753,81 @@ fn process_event(p: &ProcEvent, watched: &HashSet<u32>, clock: &Clock) -> Proces
         redis,
         signal,
         oom,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn symbols() -> uprobes::Symbols {
+        // (start, end, symbol, keeps a frame pointer)
+        uprobes::Symbols::from_list_fp(vec![
+            (0x1000, 0x1400, "freeClient", true),
+            (0x2000, 0x2400, "clientsCronHandleTimeout", false),
+            (0x3000, 0x3400, "freeClientsInAsyncFreeQueue", false),
+            (0x4000, 0x4100, "freeClientAsync", false),
+        ])
+    }
+
+    #[test]
+    fn a_pass_through_with_a_frame_pointer_names_its_caller() {
+        // Valkey 9: clientsCronHandleTimeout -> freeClient -> freeClientAsync (protected),
+        // freed later from the async queue.
+        let raw = RedisRaw {
+            decided_in: 0x1010,
+            decided_in_caller: 0x2010,
+            freed_from: 0x3010,
+            freed_from_caller: 0,
+            client_flags: redis_trace_ebpf::NO_FLAGS,
+        };
+        let p = code_path(raw, &symbols()).expect("a code path");
+        assert_eq!(p.decided_in, "clientsCronHandleTimeout");
+        assert_eq!(p.via.as_deref(), Some("freeClient"));
+        assert_eq!(p.freed_from, "freeClientsInAsyncFreeQueue");
+        assert_eq!(p.client_flags, None);
+    }
+
+    #[test]
+    fn the_word_one_frame_up_is_not_trusted_without_a_frame_pointer() {
+        let syms = uprobes::Symbols::from_list_fp(vec![
+            (0x1000, 0x1400, "freeClient", false),
+            (0x2000, 0x2400, "clientsCronHandleTimeout", false),
+        ]);
+        let raw = RedisRaw {
+            decided_in: 0x1010,
+            decided_in_caller: 0x2010,
+            freed_from: 0x1010,
+            freed_from_caller: 0x2010,
+            client_flags: redis_trace_ebpf::NO_FLAGS,
+        };
+        let p = code_path(raw, &syms).expect("a code path");
+        assert_eq!(p.decided_in, "freeClient");
+        assert_eq!(p.via, None);
+    }
+
+    #[test]
+    fn a_direct_decider_is_kept_and_unnamed_addresses_are_shown() {
+        let raw = RedisRaw {
+            decided_in: 0x2010,
+            decided_in_caller: 0x9999,
+            freed_from: 0x2010,
+            freed_from_caller: 0x9999,
+            client_flags: redis_trace_ebpf::NO_FLAGS,
+        };
+        let p = code_path(raw, &symbols()).expect("a code path");
+        assert_eq!(
+            (p.decided_in.as_str(), p.via),
+            ("clientsCronHandleTimeout", None)
+        );
+        let raw = RedisRaw {
+            decided_in: 0x8000,
+            freed_from: 0x8000,
+            ..raw
+        };
+        assert_eq!(
+            code_path(raw, &symbols()).expect("a path").decided_in,
+            "0x8000"
+        );
     }
 }
