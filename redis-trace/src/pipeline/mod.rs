@@ -20,7 +20,7 @@ use tokio::io::unix::AsyncFd;
 use self::enrich::{Enricher, RedisSource};
 use self::governor::UprobeGovernor;
 use crate::classify::code_paths;
-use crate::kernel::assemble::{Assembled, Assembler, KernelClose, Owners, RedisRaw};
+use crate::kernel::assemble::{Assembled, Assembler, Owners, RedisRaw};
 use crate::kernel::decode::{self, comm};
 use crate::kernel::redis_elf::{self, ClientLayout};
 use crate::kernel::{load, uprobes};
