@@ -16,8 +16,11 @@ use super::maps::{ASYNC_FREES, Decision, FREEING, Freeing, REDIS_FLAGS_OFFSET};
 const DECISION_STALE_NS: u64 = 2_000_000_000;
 
 /// A free older than this is not the one behind a close (it was a client that had
-/// already closed its end, or a free without a socket).
-const FREEING_FRESH_NS: u64 = 1_000_000;
+/// already closed its end, or a free without a socket). Redis 8 with I/O threads first
+/// takes the client back from its thread and only then closes the socket: measured well
+/// over 1 ms on a busy two-core host, so the window is 50 ms; a stale entry is replaced
+/// by the thread's next free.
+const FREEING_FRESH_NS: u64 = 50_000_000;
 
 /// What thread `tid` was freeing, if it began within the last millisecond; consumed.
 #[inline(always)]
