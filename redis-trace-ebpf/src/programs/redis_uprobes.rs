@@ -17,12 +17,13 @@ const DECISION_STALE_NS: u64 = 2_000_000_000;
 
 /// A free older than this is not the one behind a close (it was a client that had
 /// already closed its end, or a free without a socket). Redis 8 with I/O threads first
-/// takes the client back from its thread and only then closes the socket: measured well
-/// over 1 ms on a busy two-core host, so the window is 50 ms; a stale entry is replaced
-/// by the thread's next free.
+/// takes the client back from its thread and only then closes the socket: more than 1 ms
+/// later on a busy two-core host (with a 1 ms window its idle-timeout and CLIENT KILL
+/// closes lost their code path), so the window is 50 ms; a stale entry is replaced by the
+/// thread's next free.
 const FREEING_FRESH_NS: u64 = 50_000_000;
 
-/// What thread `tid` was freeing, if it began within the last millisecond; consumed.
+/// What thread `tid` was freeing, if it began within [`FREEING_FRESH_NS`]; consumed.
 #[inline(always)]
 pub(super) fn take_freeing(tid: u32, now: u64) -> Option<Freeing> {
     // SAFETY: plain map lookup; the value is copied out at once.
