@@ -79,8 +79,16 @@ fn proof(r: &Value) -> String {
         .unwrap_or_default();
     ev.iter()
         .skip(1)
-        .find_map(|e| e.split_once(':').map(|(src, _)| src.to_string()))
-        .unwrap_or_else(|| "kernel".into())
+        .filter(|e| !e.starts_with("uprobe:"))
+        .find_map(|e| e.split_once(':').map(|(src, _)| src))
+        .map_or_else(
+            || "kernel".to_string(),
+            |src| match src {
+                // Past the close itself, the kernel's word is the process's end.
+                "kernel" => "kernel: the process's end".to_string(),
+                other => other.to_string(),
+            },
+        )
 }
 
 /// Waits for the record of the connection from `client` and checks its cause.
