@@ -171,6 +171,19 @@ fn run_build(b: &Build, extra: &[&str], rows: &mut Vec<Row>) {
                 .any(|l| l.as_str().is_some_and(|l| l.contains("stub jumps to")))
         });
         assert_eq!(body, stub, "{}: the stub's body probed: {p}", b.name);
+        // What this version's INFO gives, said up front.
+        let counters = (b.server.as_str() == "redis" && version_at_least(b, 7, 4))
+            || (b.server.as_str() == "valkey" && version_at_least(b, 8, 0));
+        let said = p["evidence_sources"].as_array().and_then(|a| {
+            a.iter().find(|e| {
+                e["source"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("limit_disconnections"))
+            })
+        });
+        let said = said.unwrap_or_else(|| panic!("{}: no counters entry: {p}", b.name));
+        assert_eq!(said["works"], counters, "{}: {said}", b.name);
+        assert_eq!(said["why_not"].is_string(), !counters, "{}: {said}", b.name);
     }
 
     // Idle timeout.
