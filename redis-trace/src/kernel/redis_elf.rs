@@ -333,10 +333,15 @@ impl ServerVersion {
 /// when it is an `x.0.0` (whose `since` literal is the same string, merged).
 pub fn elf_version(file: &object::File<'_>) -> Option<ServerVersion> {
     let rodata = file.section_by_name(".rodata")?.data().ok()?;
+    version_of_strings(rodata.split(|b| *b == 0))
+}
+
+/// [`elf_version`] on the NUL-separated strings of `.rodata`.
+fn version_of_strings<'a>(strings: impl Iterator<Item = &'a [u8]>) -> Option<ServerVersion> {
     let mut redis = false;
     let mut valkey = false;
     let mut found: Vec<(Vec<u32>, &[u8])> = Vec::new();
-    for s in rodata.split(|b| *b == 0) {
+    for s in strings {
         valkey = valkey || s.windows(6).any(|w| w.eq_ignore_ascii_case(b"valkey"));
         redis = redis
             || s.starts_with(b"Redis server v=")
@@ -773,6 +778,52 @@ mod tests {
         );
         // MONITOR sets the replica bit too (Redis's own rule).
         assert_eq!(l.flag_names(0b101), vec!["replica", "monitor"]);
+    }
+
+    #[test]
+    fn versions_of_each_servers_literals() {
+        let v = |strings: &[&str]| {
+            version_of_strings(strings.iter().map(|s| s.as_bytes()))
+                .map(|v| format!("{} {}", v.server, v.version))
+        };
+        // Redis 8: the compiler's version beside the server's (INFO gcc_version).
+        assert_eq!(
+            v(&["redis_version:%s", "7.4.0", "8.0.0", "8.0.2", "14.2.0"]).as_deref(),
+            Some("redis 8.0.2")
+        );
+        // Redis 6.0: no `since` literals, one version alone.
+        assert_eq!(
+            v(&["Redis server v=%s sha=%s:%d", "6.0.16"]).as_deref(),
+            Some("redis 6.0.16")
+        );
+        // Valkey 7.2: "Server v=%s" names no product, its log lines do; its own version
+        // beats the 7.2.4 it reports as redis_version.
+        assert_eq!(
+            v(&[
+                "Server v=%s sha=%s:%d",
+                "Valkey version=%s, bits=%d",
+                "7.2.4",
+                "7.2.7",
+                "7.0.0"
+            ])
+            .as_deref(),
+            Some("valkey 7.2.7")
+        );
+        // An x.0.0 release: its `since` literal is the same string.
+        assert_eq!(
+            v(&["redis_version:%s", "7.4.0", "8.0.0", "14.2.0"]).as_deref(),
+            Some("redis 8.0.0")
+        );
+        // A development build: a version no table knows, so no layout is guessed.
+        let dev = version_of_strings(
+            ["valkey", "255.255.255", "8.1.0"]
+                .iter()
+                .map(|s| s.as_bytes()),
+        )
+        .expect("a version");
+        assert_eq!(dev.version, "255.255.255");
+        assert!(ClientLayout::of_version(&dev).is_err());
+        assert_eq!(v(&["nginx", "1.2.3"]), None);
     }
 
     #[test]
