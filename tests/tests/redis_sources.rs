@@ -439,7 +439,7 @@ fn version_of_the_installed_redis_server_from_its_elf() {
     let data = std::fs::read("/usr/bin/redis-server").expect("redis-server installed");
     let file = object::File::parse(&*data).expect("an ELF");
     let v = redis_trace::kernel::redis_elf::elf_version(&file).expect("a Redis version in .rodata");
-    assert_eq!(v.server, "redis");
+    assert_eq!(v.server.as_str(), "redis");
     let out = std::process::Command::new("/usr/bin/redis-server")
         .arg("--version")
         .output()

@@ -182,6 +182,16 @@ fn tests(what: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
+/// `cargo test` of the scenario tests (`which`: `--tests`, or `--test NAME`), one at a
+/// time: they share the kernel's tracepoints and the host's ports.
+fn scenario_tests(which: &[&str]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--package", "scenario-tests"])
+        .args(which)
+        .args(["--", "--test-threads=1"]);
+    cmd
+}
+
 /// The marker lines in docs/compatibility.md between which the matrix's table goes.
 const TABLE_START: &str = "<!-- version matrix: written by `cargo xtask test --versions` -->";
 const TABLE_END: &str = "<!-- end of version matrix -->";
@@ -189,19 +199,8 @@ const TABLE_END: &str = "<!-- end of version matrix -->";
 /// Runs tests/tests/versions.rs on every fetched build, then puts its table into
 /// docs/compatibility.md.
 fn version_matrix(bin: &Path, tally: &mut Tally) -> Result<()> {
-    let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--release",
-        "--package",
-        "scenario-tests",
-        "--test",
-        "versions",
-        "--",
-        "--ignored",
-        "--test-threads=1",
-    ])
-    .env("REDIS_TRACE_BIN", bin);
+    let mut cmd = scenario_tests(&["--test", "versions"]);
+    cmd.arg("--ignored").env("REDIS_TRACE_BIN", bin);
     tests(
         "version matrix (every Redis and Valkey build)",
         &mut cmd,
@@ -389,16 +388,7 @@ fn run() -> Result<()> {
             // The static binary and the package, for the scenario tests that run them in
             // other roots (tests/tests/dist.rs).
             let shipped = steps.time("dist (static binary, .deb)", || dist::run(&root(), true))?;
-            let mut cmd = cargo();
-            cmd.args([
-                "test",
-                "--release",
-                "--package",
-                "scenario-tests",
-                "--tests",
-                "--",
-            ])
-            .arg("--test-threads=1");
+            let mut cmd = scenario_tests(&["--tests"]);
             if let Some(f) = filter {
                 cmd.arg(f);
             }

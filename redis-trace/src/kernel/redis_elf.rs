@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
+pub use crate::sources::redis::{ServerId, ServerKind};
+
 /// The largest executable read for its symbols (a Redis build with DWARF is ~100 MiB).
 const MAX_EXE_BYTES: u64 = 256 << 20;
 
@@ -50,7 +52,7 @@ pub struct Symbols {
     /// Sorted by start, in the process's address space.
     funcs: Vec<Func>,
     /// The server and version its ELF names.
-    pub version: Option<ServerVersion>,
+    pub version: Option<ServerId>,
     /// Where the probed functions can be entered.
     pub sites: Vec<ProbeSite>,
     /// The binary has a `.symtab` (local functions are named).
@@ -309,35 +311,19 @@ fn jumps_out(file: &object::File<'_>, addr: u64, size: u64) -> Vec<u64> {
 /// binary any local user may have started). Redis keeps its version as a literal
 /// (`REDIS_VERSION`, version.h) beside the `since` versions of its command table, all
 /// lower: the highest `x.y.z` literal is the server's own. A Valkey binary names itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerVersion {
-    /// "redis" or "valkey".
-    pub server: &'static str,
-    pub version: String,
-}
-
-impl ServerVersion {
-    /// (major, minor), when the version parses.
-    pub fn major_minor(&self) -> Option<(u32, u32)> {
-        let mut parts = self.version.split('.').map(|p| p.parse::<u32>().ok());
-        Some((parts.next()??, parts.next()??))
-    }
-}
-
-/// Reads [`ServerVersion`] from an ELF image (None when it is not a Redis this tool
-/// recognises, or has no version literal).
+/// None when it is not a Redis this tool recognises, or has no version literal.
 ///
 /// Besides the server's own version and its commands' `since` versions, `.rodata` can
 /// hold the compiler's version (Redis 8's INFO `gcc_version`, "14.2.0"): a version counts
 /// first when another literal shares its major (the `since` of its own commands), or
 /// when it is an `x.0.0` (whose `since` literal is the same string, merged).
-pub fn elf_version(file: &object::File<'_>) -> Option<ServerVersion> {
+pub fn elf_version(file: &object::File<'_>) -> Option<ServerId> {
     let rodata = file.section_by_name(".rodata")?.data().ok()?;
     version_of_strings(rodata.split(|b| *b == 0))
 }
 
 /// [`elf_version`] on the NUL-separated strings of `.rodata`.
-fn version_of_strings<'a>(strings: impl Iterator<Item = &'a [u8]>) -> Option<ServerVersion> {
+fn version_of_strings<'a>(strings: impl Iterator<Item = &'a [u8]>) -> Option<ServerId> {
     let mut redis = false;
     let mut valkey = false;
     let mut found: Vec<(Vec<u32>, &[u8])> = Vec::new();
@@ -351,8 +337,8 @@ fn version_of_strings<'a>(strings: impl Iterator<Item = &'a [u8]>) -> Option<Ser
         }
     }
     let server = match (valkey, redis) {
-        (true, _) => "valkey",
-        (false, true) => "redis",
+        (true, _) => ServerKind::Valkey,
+        (false, true) => ServerKind::Redis,
         (false, false) => return None,
     };
     let accompanied = |v: &[u32]| {
@@ -362,40 +348,33 @@ fn version_of_strings<'a>(strings: impl Iterator<Item = &'a [u8]>) -> Option<Ser
     let (_, text) = found
         .iter()
         .max_by_key(|(v, _)| (accompanied(v), v.clone()))?;
-    Some(ServerVersion {
+    Some(ServerId {
         server,
         version: String::from_utf8_lossy(text).into_owned(),
     })
 }
 
-impl ServerVersion {
-    /// Whether this is `server` at `major.minor` or later.
-    fn at_least(&self, server: &str, major: u32, minor: u32) -> bool {
-        self.server == server && self.major_minor().is_some_and(|v| v >= (major, minor))
-    }
-
-    /// The version-dependent sources of evidence: INFO counters and client eviction
-    /// (`None` for the ones this version has, else why not).
-    pub fn version_sources(&self) -> Vec<(&'static str, Option<String>)> {
-        let name = format!("{} {}", self.server, self.version);
-        let counters = self.at_least("redis", 7, 4) || self.at_least("valkey", 8, 0);
-        let eviction = self.at_least("redis", 7, 0) || self.server == "valkey";
-        vec![
-            (
-                "INFO client_output_buffer_limit_disconnections, client_query_buffer_limit_disconnections",
-                (!counters).then(|| {
-                    format!(
-                        "{name} has no such counters (Redis 7.4, Valkey 8.0 added them): \
+/// The version-dependent sources of evidence: INFO counters and client eviction
+/// (`None` for the ones this version has, else why not).
+pub fn version_sources(v: &ServerId) -> Vec<(&'static str, Option<String>)> {
+    let name = format!("{} {}", v.server, v.version);
+    let counters = v.at_least(ServerKind::Redis, 7, 4) || v.at_least(ServerKind::Valkey, 8, 0);
+    let eviction = v.at_least(ServerKind::Redis, 7, 0) || v.server == ServerKind::Valkey;
+    vec![
+        (
+            "INFO client_output_buffer_limit_disconnections, client_query_buffer_limit_disconnections",
+            (!counters).then(|| {
+                format!(
+                    "{name} has no such counters (Redis 7.4, Valkey 8.0 added them): \
                          buffer-limit closes rest on the uprobes and the log"
-                    )
-                }),
-            ),
-            (
-                "INFO evicted_clients (maxmemory-clients)",
-                (!eviction).then(|| format!("{name} has no client eviction (Redis 7.0 added it)")),
-            ),
-        ]
-    }
+                )
+            }),
+        ),
+        (
+            "INFO evicted_clients (maxmemory-clients)",
+            (!eviction).then(|| format!("{name} has no client eviction (Redis 7.0 added it)")),
+        ),
+    ]
 }
 
 /// `x.y.z` with 1 to 3 digits each, as numbers.
@@ -426,6 +405,8 @@ pub struct ClientLayout {
     pub bits: FlagBits,
     /// Where the layout comes from ("the per-version table: Redis 7.0").
     pub source: String,
+    /// Read from the binary's own DWARF (not the table): no other version's word replaces it.
+    pub from_dwarf: bool,
 }
 
 /// Bit numbers of the flags this tool names.
@@ -475,7 +456,7 @@ const VALKEY_9_BITS: FlagBits = FlagBits {
 
 impl ClientLayout {
     /// The layout of a version this tool knows; otherwise why not.
-    pub fn of_version(v: &ServerVersion) -> Result<Self, String> {
+    pub fn of_version(v: &ServerId) -> Result<Self, String> {
         let Some((major, minor)) = v.major_minor() else {
             return Err(format!("version {:?} does not parse", v.version));
         };
@@ -483,18 +464,20 @@ impl ClientLayout {
             flags_offset,
             bits,
             source: format!("the per-version table ({} {major}.{minor})", v.server),
+            from_dwarf: false,
         };
+        use ServerKind::{Redis, Valkey};
         match (v.server, major, minor) {
             // Offsets from each version's server.h (`offsetof` on x86_64), checked against
             // the shipped binaries' own flag tests (docs/compatibility.md).
-            ("redis", 6, 0) => Ok(table(184, REDIS_BITS)),
-            ("redis", 6, 2) => Ok(table(216, REDIS_BITS)),
+            (Redis, 6, 0) => Ok(table(184, REDIS_BITS)),
+            (Redis, 6, 2) => Ok(table(216, REDIS_BITS)),
             // From 7.0 `uint64_t id; uint64_t flags;` open the struct.
-            ("redis", 7 | 8, _) | ("valkey", 7, 2) => Ok(table(8, REDIS_BITS)),
-            ("valkey", 8, 0) => Ok(table(8, VALKEY_8_BITS)),
+            (Redis, 7 | 8, _) | (Valkey, 7, 2) => Ok(table(8, REDIS_BITS)),
+            (Valkey, 8, 0) => Ok(table(8, VALKEY_8_BITS)),
             // 8.1 reordered the struct (valkey#1405).
-            ("valkey", 8, 1) => Ok(table(272, VALKEY_8_BITS)),
-            ("valkey", 9, _) => Ok(table(328, VALKEY_9_BITS)),
+            (Valkey, 8, 1) => Ok(table(272, VALKEY_8_BITS)),
+            (Valkey, 9, _) => Ok(table(328, VALKEY_9_BITS)),
             _ => Err(format!(
                 "{} {} is not in this tool's table of client layouts and its binary has no \
                  DWARF that gives one: client flags are not read",
@@ -533,17 +516,14 @@ mod dwarf {
     use gimli::{DW_AT_declaration, DW_AT_name, DW_AT_type, DW_TAG_structure_type};
     use object::{Object as _, ObjectSection as _};
 
-    use super::{ClientLayout, FlagBits, REDIS_BITS, ServerVersion};
+    use super::{ClientLayout, FlagBits, REDIS_BITS, ServerId, ServerKind};
 
     type Reader<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
     type Dwarf<'a> = gimli::Dwarf<Reader<'a>>;
     type Unit<'a> = gimli::Unit<Reader<'a>>;
     type Entry<'a, 'u> = gimli::DebuggingInformationEntry<'u, 'u, Reader<'a>>;
 
-    pub(super) fn client_layout(
-        file: &object::File<'_>,
-        v: &ServerVersion,
-    ) -> Option<ClientLayout> {
+    pub(super) fn client_layout(file: &object::File<'_>, v: &ServerId) -> Option<ClientLayout> {
         file.section_by_name(".debug_info")?;
         let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
             Ok(file
@@ -651,17 +631,18 @@ mod dwarf {
         None
     }
 
-    fn layout(fields: &[Member], v: &ServerVersion) -> Option<ClientLayout> {
+    fn layout(fields: &[Member], v: &ServerId) -> Option<ClientLayout> {
         let source = format!("the binary's DWARF ({} {})", v.server, v.version);
         // Redis, Valkey 7.2: `uint64_t flags;` with `#define` bits.
         if let Some(m) = fields.iter().find(|m| m.name.as_deref() == Some("flags")) {
-            if v.server != "redis" && v.major_minor() != Some((7, 2)) {
+            if v.server != ServerKind::Redis && v.major_minor() != Some((7, 2)) {
                 return None;
             }
             return Some(ClientLayout {
                 flags_offset: u16::try_from(m.byte?).ok()?,
                 bits: REDIS_BITS,
                 source: format!("{source}, with Redis's flag bits"),
+                from_dwarf: true,
             });
         }
         // Valkey 8+: `union { uint64_t raw_flag; struct ClientFlags flag; };`.
@@ -698,6 +679,7 @@ mod dwarf {
                 protocol_error: bit("protocol_error"),
             },
             source,
+            from_dwarf: true,
         })
     }
 }
@@ -749,7 +731,7 @@ mod tests {
 
     #[test]
     fn client_layouts_only_for_known_versions() {
-        let v = |server, version: &str| ServerVersion {
+        let v = |server, version: &str| ServerId {
             server,
             version: version.into(),
         };
@@ -758,17 +740,17 @@ mod tests {
                 .ok()
                 .map(|l| l.flags_offset)
         };
-        assert_eq!(off("redis", "7.0.15"), Some(8));
-        assert_eq!(off("redis", "8.2.3"), Some(8));
-        assert_eq!(off("valkey", "8.0.1"), Some(8));
-        assert_eq!(off("redis", "garbage"), None);
-        assert_eq!(off("redis", "5.0.14"), None);
+        assert_eq!(off(ServerKind::Redis, "7.0.15"), Some(8));
+        assert_eq!(off(ServerKind::Redis, "8.2.3"), Some(8));
+        assert_eq!(off(ServerKind::Valkey, "8.0.1"), Some(8));
+        assert_eq!(off(ServerKind::Redis, "garbage"), None);
+        assert_eq!(off(ServerKind::Redis, "5.0.14"), None);
     }
 
     #[test]
     fn flags_are_named_by_the_versions_bits() {
-        let l = ClientLayout::of_version(&ServerVersion {
-            server: "redis",
+        let l = ClientLayout::of_version(&ServerId {
+            server: ServerKind::Redis,
             version: "7.0.15".into(),
         })
         .expect("known");
@@ -842,7 +824,7 @@ mod tests {
         let file = object::File::parse(&*data).expect("ELF");
         let s = Symbols::of_file(&file, 0, &["freeClient", "freeClientAsync"]);
         let v = s.version.clone().expect("a version");
-        assert_eq!(v.server, "redis");
+        assert_eq!(v.server, ServerKind::Redis);
         for f in ["freeClient", "freeClientAsync"] {
             assert!(
                 s.sites.iter().any(|p| p.function == f),

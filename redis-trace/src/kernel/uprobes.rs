@@ -28,6 +28,7 @@ use aya::{
 };
 use redis_trace_ebpf::redis_probes;
 
+use super::redis_elf::{self, ServerId, ServerKind};
 pub use super::redis_elf::{ClientLayout, Symbols};
 
 /// The probed functions and the programs attached to them.
@@ -86,15 +87,11 @@ fn evidence_sources(report: &RedisProbes) -> Vec<EvidenceSource> {
             }),
         },
     ];
-    let server = match report.server.as_deref() {
-        Some("redis") => Some("redis"),
-        Some("valkey") => Some("valkey"),
-        _ => None,
-    };
+    let server = report.server.as_deref().and_then(ServerKind::from_name);
     if let (Some(server), Some(version)) = (server, report.version.clone()) {
-        let v = super::redis_elf::ServerVersion { server, version };
+        let v = ServerId { server, version };
         out.extend(
-            v.version_sources()
+            redis_elf::version_sources(&v)
                 .into_iter()
                 .map(|(source, why)| EvidenceSource {
                     source: source.into(),

@@ -22,7 +22,7 @@ use self::governor::UprobeGovernor;
 use crate::classify::code_paths;
 use crate::kernel::assemble::{Assembled, Assembler, Owners, RedisRaw};
 use crate::kernel::decode::{self, comm};
-use crate::kernel::redis_elf::{self, ClientLayout};
+use crate::kernel::redis_elf::ClientLayout;
 use crate::kernel::{load, uprobes};
 use crate::output::{self, JsonTarget, Writers};
 use crate::schema::{
@@ -32,7 +32,7 @@ use crate::schema::{
 };
 use crate::signals::{self, Signals};
 use crate::sources::procinfo::{self, SERVER_NAMES};
-use crate::sources::redis::Target;
+use crate::sources::redis::{ServerId, ServerKind, Target};
 use crate::stderr;
 use crate::time::{Clock, monotonic_ns};
 use redis_trace_ebpf::{ProcEvent, proc_event};
@@ -470,31 +470,26 @@ impl Capture {
     /// taken for INFO's version (or flags are no longer read), and the status says so.
     fn check_versions(&mut self, statuses: &mut [RedisStatus]) {
         for st in statuses.iter_mut() {
-            let (Some(pid), Some(server), Some(version)) =
-                (st.pid, st.server.as_deref(), st.version.clone())
-            else {
+            let (Some(pid), Some(server), Some(version)) = (
+                st.pid,
+                st.server.as_deref().and_then(ServerKind::from_name),
+                st.version.clone(),
+            ) else {
                 continue;
             };
             let Some(syms) = self.flow.symbols.get_mut(&pid) else {
                 continue;
             };
-            let elf = syms
-                .version
-                .as_ref()
-                .map(|v| (v.server, v.version.as_str()));
-            if elf == Some((server, version.as_str())) || syms.version_checked {
+            let info = ServerId { server, version };
+            if syms.version.as_ref() == Some(&info) || syms.version_checked {
                 continue;
             }
             syms.version_checked = true;
-            let Some(server) = ["redis", "valkey"].into_iter().find(|s| *s == server) else {
-                continue;
-            };
-            let info = redis_elf::ServerVersion { server, version };
-            let said = elf.map_or_else(|| "no version".to_string(), |(s, v)| format!("{s} {v}"));
-            let from_dwarf = syms
-                .layout
-                .as_ref()
-                .is_some_and(|l| l.source.contains("DWARF"));
+            let said = syms.version.as_ref().map_or_else(
+                || "no version".to_string(),
+                |v| format!("{} {}", v.server, v.version),
+            );
+            let from_dwarf = syms.layout.as_ref().is_some_and(|l| l.from_dwarf);
             let what = if from_dwarf {
                 "the client layout stays the binary's DWARF's".to_string()
             } else {

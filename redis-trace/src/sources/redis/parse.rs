@@ -118,6 +118,21 @@ impl ServerKind {
             ServerKind::Valkey => "valkey",
         }
     }
+
+    /// The kind a record names ("redis", "valkey").
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "redis" => Some(ServerKind::Redis),
+            "valkey" => Some(ServerKind::Valkey),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The server and its own version, from INFO. Valkey reports `redis_version:7.2.4` (the
@@ -130,6 +145,17 @@ pub struct ServerId {
 }
 
 impl ServerId {
+    /// (major, minor), when the version parses.
+    pub fn major_minor(&self) -> Option<(u32, u32)> {
+        let mut parts = self.version.split('.').map(|p| p.parse::<u32>().ok());
+        Some((parts.next()??, parts.next()??))
+    }
+
+    /// Whether this is `server` at `major.minor` or later.
+    pub fn at_least(&self, server: ServerKind, major: u32, minor: u32) -> bool {
+        self.server == server && self.major_minor().is_some_and(|v| v >= (major, minor))
+    }
+
     /// `None` when INFO has no version this parser trusts.
     pub fn from_info(info: &HashMap<String, String>) -> Option<Self> {
         let field = |k: &str| info.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
