@@ -150,6 +150,17 @@ pub(super) fn from_code_path(
                 *out = Vec::new();
                 return Some(v);
             }
+            // Redis 8 with I/O threads decides in the I/O thread, before the main thread
+            // flags a protocol error: there the flags do not tell the two apart.
+            if p.freed_from == "processClientsFromIOThread" {
+                out.push(uprobe(
+                    "uprobe: decided in an I/O thread (freed by processClientsFromIOThread), \
+                     where the client's flags may not show a protocol error yet: only the log \
+                     line tells the query-buffer limit from a protocol error"
+                        .to_string(),
+                ));
+                return None;
+            }
             if p.decided_in == "readQueryFromClient"
                 && p.client_flags.is_some()
                 && c.closed_by_side == Some(Side::Server)
