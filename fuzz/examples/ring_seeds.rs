@@ -38,7 +38,7 @@ fn key(client_port: u16) -> ConnKey {
         client_addr: v4([127, 0, 0, 1]),
         server_port: 39573,
         client_port,
-        _pad: 0,
+        netns: 4_026_531_833,
     }
 }
 

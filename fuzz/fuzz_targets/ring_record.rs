@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         "127.0.0.1:50000".parse().expect("literal"),
     );
     owners.insert(
-        (srv, cli),
+        (0, srv, cli),
         ProcessRef {
             pid: 42,
             comm: "redis-server".into(),
@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
             Assembled::Closed(c) => {
                 let verdict = classify(&c, &facts);
                 schema::Record::ConnectionClosed(Box::new(connection_closed(
-                    *c, None, verdict, None,
+                    *c, None, verdict, None, None,
                 )))
             }
             Assembled::Reset(r) => schema::Record::Reset(r),

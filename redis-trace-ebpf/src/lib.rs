@@ -101,7 +101,8 @@ pub mod proc_event {
 }
 
 /// A connection, canonicalised so that both of its sockets map to the same key:
-/// addresses as 16 bytes (IPv4 as `::ffff:a.b.c.d`), ports in host order.
+/// addresses as 16 bytes (IPv4 as `::ffff:a.b.c.d`), ports in host order, and the
+/// network namespace of the socket: two containers' `127.0.0.1:6379` are two servers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -109,8 +110,14 @@ pub struct ConnKey {
     pub client_addr: [u8; 16],
     pub server_port: u16,
     pub client_port: u16,
-    pub _pad: u32,
+    /// The socket's network namespace (`net->ns.inum`, the inode of /proc/PID/ns/net),
+    /// or [`NO_NETNS`] when this kernel's event has no socket to read it from.
+    pub netns: u32,
 }
+
+/// [`ConnKey::netns`] is unknown: the event carries no socket (`inet_sk_error_report`,
+/// a RST sent where no socket exists) or this kernel's BTF did not give the offsets.
+pub const NO_NETNS: u32 = 0;
 
 /// Kernel-side state of one connection (value of the `CONNS` map).
 #[repr(C)]
@@ -136,6 +143,9 @@ pub mod conn_flags {
     pub const CLIENT_RST_RECEIVED: u32 = 1 << 5;
     /// redis-trace's own connection (its Redis poller): left out of the output.
     pub const OWN: u32 = 1 << 6;
+    /// In a record only: the other end's socket was seen too, in another network
+    /// namespace of this host (a veth pair, a bridge, a port mapping without NAT).
+    pub const PEER_ELSEWHERE: u32 = 1 << 7;
 }
 
 /// Record: a connection on a traced port ended (first FIN or RST, from either end).
@@ -166,7 +176,8 @@ pub struct ConnClosed {
     pub new_state: u16,
     /// [`conn_flags::SERVER_SEEN`] / [`conn_flags::CLIENT_SEEN`]: which ends' sockets
     /// this kernel has seen, so both set means both ends live on this host; and
-    /// [`conn_flags::OWN`] for redis-trace's own connections.
+    /// [`conn_flags::OWN`] for redis-trace's own connections, and
+    /// [`conn_flags::PEER_ELSEWHERE`] when the other end lives in another namespace here.
     pub sockets_seen: u16,
     /// When Redis freed the client in this very close (uprobes on redis-server): the
     /// return address of `freeClient` (who freed it) and of the function that decided to
@@ -392,7 +403,29 @@ pub struct Config {
     /// Wake userspace when this many bytes wait in the ring buffer; below it records
     /// are written without a wakeup and userspace collects them on its own timer.
     pub wakeup_bytes: u64,
+    pub netns: NetnsLayout,
 }
+
+/// Where a socket's network namespace number is, from this kernel's BTF: `struct sock`
+/// starts with `struct sock_common`, whose `skc_net` points to a `struct net`, whose
+/// `ns.inum` is the namespace's inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetnsLayout {
+    /// Offset of `skc_net` in `struct sock`, or [`ABSENT_OFFSET`].
+    pub skc_net: u32,
+    /// Offset of `ns.inum` in `struct net`.
+    pub ns_inum: u32,
+    /// 1: only sockets whose namespace is in the `NETNS_SCOPE` map are traced.
+    pub scoped: u32,
+    pub _pad: u32,
+}
+
+/// A [`NetnsLayout`] offset this kernel did not give.
+pub const ABSENT_OFFSET: u32 = u32::MAX;
+
+/// Network namespaces a scoped capture traces at most (`NETNS_SCOPE`).
+pub const MAX_SCOPED_NETNS: u32 = 256;
 
 impl Config {
     /// A configuration with every field absent: the programs do nothing with it.
@@ -456,6 +489,12 @@ impl Config {
         task_reasons: 0,
         signal_mask: 0,
         wakeup_bytes: 0,
+        netns: NetnsLayout {
+            skc_net: ABSENT_OFFSET,
+            ns_inum: ABSENT_OFFSET,
+            scoped: 0,
+            _pad: 0,
+        },
     };
 }
 
@@ -497,4 +536,4 @@ const _: () = assert!(core::mem::size_of::<SockEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 120);
 const _: () = assert!(core::mem::offset_of!(Config, own_tgid) == 152);
 const _: () = assert!(core::mem::offset_of!(Config, task_reasons) == 160);
-const _: () = assert!(core::mem::size_of::<Config>() == 184);
+const _: () = assert!(core::mem::size_of::<Config>() == 200);

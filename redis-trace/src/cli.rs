@@ -175,6 +175,21 @@ pub struct CaptureArgs {
     #[arg(short, long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
 
+    /// Trace only this server process: its network namespace and, without --port, its
+    /// listening ports.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["netns", "container"])]
+    pub pid: Option<u32>,
+
+    /// Trace only this network namespace: /run/netns/NAME (ip netns) or /proc/PID/ns/net.
+    /// The host's own is /proc/1/ns/net.
+    #[arg(long, value_name = "PATH", conflicts_with = "container")]
+    pub netns: Option<std::path::PathBuf>,
+
+    /// Trace only the network namespace of this container (an id or a prefix of at least
+    /// 4 characters, as `docker ps` or `crictl ps` shows it).
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
+
     /// Stop after this long (e.g. 30s, 5m).
     #[arg(short, long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -239,8 +254,22 @@ impl CaptureArgs {
                 Some(JsonTarget::File(_)) => {}
             }
         }
+        if self
+            .container
+            .as_deref()
+            .is_some_and(|c| c.trim().len() < 4)
+        {
+            bail!("--container needs at least 4 characters of the container id");
+        }
+        let scope = match (&self.pid, &self.netns, &self.container) {
+            (Some(pid), _, _) => Some(pipeline::Scope::Pid(*pid)),
+            (_, Some(path), _) => Some(pipeline::Scope::Netns(path.clone())),
+            (_, _, Some(id)) => Some(pipeline::Scope::Container(id.trim().to_string())),
+            _ => None,
+        };
         Ok(pipeline::Options {
             ports: self.ports.clone(),
+            scope,
             duration: self.duration,
             json,
             report: self.report.clone(),

@@ -11,6 +11,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::sources::procinfo::Container;
+
 pub use crate::cause::{Cause, ClosedBy};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -206,6 +208,8 @@ pub struct ProbeStatus {
     pub cost: Option<String>,
 }
 
+/// One traced server endpoint: a port, and the Redis listening on it in one network
+/// namespace (several namespaces can each have a Redis on one port).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TracedPort {
@@ -213,6 +217,52 @@ pub struct TracedPort {
     /// The Redis process found listening on it, when the port was discovered from /proc.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRef>,
+    /// Its network namespace (the inode of /proc/PID/ns/net).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+    /// The container it runs in, as its cgroup path names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+impl TracedPort {
+    /// The server this endpoint is, as records name it.
+    pub fn server_ref(&self) -> ServerRef {
+        ServerRef {
+            pid: self.process.as_ref().map(|p| p.pid),
+            netns: self.netns,
+            container: self.container.clone(),
+        }
+    }
+}
+
+/// The Redis server a record belongs to: its process, network namespace and container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerRef {
+    pub pid: Option<u32>,
+    pub netns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+impl std::fmt::Display for ServerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(c) = &self.container {
+            parts.push(c.to_string());
+        }
+        if let Some(pid) = self.pid {
+            parts.push(format!("pid {pid}"));
+        }
+        if let Some(ns) = self.netns {
+            parts.push(format!("netns {ns}"));
+        }
+        if parts.is_empty() {
+            parts.push("unknown server".into());
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// How the traced ports were chosen.
@@ -435,6 +485,14 @@ pub struct ConnectionClosed {
     /// The Redis settings the cause rests on (absent when it rests on none).
     #[serde(skip_serializing_if = "RedisSettings::is_empty")]
     pub redis_settings: RedisSettings,
+    /// The network namespace of the connection's sockets (null when the kernel gave none).
+    pub netns: Option<u32>,
+    /// The traced Redis this connection was to, by namespace and port.
+    pub redis_server: Option<ServerRef>,
+    /// When the client end is a local proxy (docker-proxy, haproxy, envoy, ...): the
+    /// real client is behind it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_proxy: Option<ProcessRef>,
 }
 
 impl Default for ConnectionClosed {
@@ -466,6 +524,9 @@ impl Default for ConnectionClosed {
             resets: Vec::new(),
             redis_code_path: None,
             redis_settings: RedisSettings::default(),
+            netns: None,
+            redis_server: None,
+            peer_proxy: None,
         }
     }
 }
@@ -557,6 +618,8 @@ pub struct ResetSeen {
     pub rst_reason: Option<String>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The socket's network namespace, when the kernel gave it.
+    pub netns: Option<u32>,
 }
 
 impl Default for ResetSeen {
@@ -570,6 +633,7 @@ impl Default for ResetSeen {
             rst_reason: None,
             pid: None,
             comm: None,
+            netns: None,
         }
     }
 }
@@ -669,6 +733,9 @@ pub struct RedisStatus {
     #[serde(with = "time_opt")]
     pub time: Option<SystemTime>,
     pub port: u16,
+    /// The server's network namespace, when it is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
     pub status: RedisState,
     pub pid: Option<u32>,
     /// "redis" or "valkey", from INFO (`server_name`, `valkey_version`).

@@ -25,6 +25,7 @@ fn target(redis: &Redis, user: Option<&str>, password: Option<&str>) -> Target {
         url: format!("redis://{user}127.0.0.1:{}/", redis.port),
         password: password.map(str::to_string),
         tls: None,
+        netns: None,
     }
 }
 

@@ -507,3 +507,134 @@ fn every_build_gives_each_cause_with_its_proof() {
         wrong.join("\n")
     );
 }
+
+/// A container in miniature: another version's redis-server in its own root (chroot,
+/// mount namespace with its own /proc) and its own network namespace, listening only on
+/// that namespace's loopback. Its log path goes through a symlink inside the root that
+/// points to an absolute path: it must resolve inside the root (the real log), never to
+/// the same path on the host (a decoy). Its uprobes attach to its own binary.
+#[test]
+#[ignore = "needs the chrooted builds fetched: run by `cargo xtask test --versions`"]
+fn a_server_in_its_own_root_and_namespace_is_probed_and_its_log_read_inside_its_root() {
+    use std::os::unix::fs::MetadataExt as _;
+    let b = builds()
+        .into_iter()
+        .find(|b| b.root.is_some() && b.server.as_str() == "redis")
+        .expect("a chrooted Redis build in the manifest (cargo xtask builds)");
+    let root = b.root.clone().expect("root");
+    let mut ns = scenario_tests::Netns::new();
+    let name = ns
+        .add(format!("rt-root-{}", std::process::id()))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // ROOT/tmp/rt-link-PID -> /tmp/rt-logs-PID (absolute). The host's /tmp/rt-logs-PID
+    // holds a decoy log; the root's holds the real one.
+    let id = std::process::id();
+    let link = root.join(format!("tmp/rt-link-{id}"));
+    let inside = root.join(format!("tmp/rt-logs-{id}"));
+    let decoy = std::path::PathBuf::from(format!("/tmp/rt-logs-{id}"));
+    struct Cleanup(Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir_all(p));
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![link.clone(), inside.clone(), decoy.clone()]);
+    std::fs::create_dir_all(&inside).expect("log dir in the root");
+    std::fs::create_dir_all(&decoy).expect("decoy dir on the host");
+    std::fs::write(decoy.join("redis.log"), "decoy: not the server's log\n").expect("decoy");
+    std::os::unix::fs::symlink(format!("/tmp/rt-logs-{id}"), &link).expect("symlink");
+    let logfile = format!("/tmp/rt-link-{id}/redis.log");
+
+    let ns_name = name.clone();
+    let redis = Redis::options()
+        .build(&b)
+        .dir_prefix("redis-trace-root")
+        .bind("127.0.0.1")
+        .args(&[
+            "--timeout",
+            "1",
+            "--loglevel",
+            "verbose",
+            "--logfile",
+            &logfile,
+        ])
+        .wrapper(&["ip", "netns", "exec", &name])
+        .ready_when(move |r| {
+            let port = r.port;
+            scenario_tests::in_netns(&ns_name, move || {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(500),
+                )
+                .ok()
+                .and_then(|mut s| resp::command(&mut s, &["PING"]).ok())
+                .is_some_and(|r| r.contains("PONG"))
+            })
+            .unwrap_or(false)
+        })
+        .start()
+        .unwrap_or_else(|e| panic!("{} in {name}: {e:#}", b.name));
+    let netns = std::fs::metadata(format!("/run/netns/{name}"))
+        .expect("netns")
+        .ino();
+    let mut cap = Capture::start_args(&[
+        "capture".into(),
+        "--json".into(),
+        "-".into(),
+        "--pid".into(),
+        redis.pid().to_string(),
+    ]);
+    let probes = cap.started["redis_uprobes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(probes.len(), 1, "{}", cap.started);
+    assert_eq!(probes[0]["unavailable"], Value::Null, "{}", probes[0]);
+    assert_eq!(
+        probes[0]["version"],
+        b.version.as_str(),
+        "its own binary: {}",
+        probes[0]
+    );
+    let status = cap.wait_for(Duration::from_secs(15), |r| {
+        r["type"] == "redis_status" && r["status"] == "connected"
+    });
+    assert_eq!(status["pid"], redis.pid(), "{status}");
+    assert_eq!(status["netns"], netns, "{status}");
+    assert_eq!(status["version"], b.version.as_str(), "{status}");
+    assert_eq!(status["log_readable"], true, "{status}");
+
+    let port = redis.port;
+    let mut idle = scenario_tests::in_netns(&name, move || {
+        TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+    })
+    .expect("netns")
+    .expect("connect inside the namespace");
+    assert_eq!(resp::command(&mut idle, &["PING"]).expect("PING"), "+PONG");
+    let client = addr(&idle);
+    wait_closed(&mut idle, Duration::from_secs(10));
+    let records = cap.stop();
+    let r = scenario_tests::closed_for(&records, client);
+    assert_eq!(r["cause"], "redis_idle_timeout", "{r:#}");
+    assert_eq!(r["netns"], netns, "{r:#}");
+    assert_eq!(
+        r["redis_code_path"]["decided_in"], "clientsCronHandleTimeout",
+        "the uprobes on the root's own binary: {r:#}"
+    );
+    let ev: Vec<&str> = r["evidence"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        ev.iter().any(|e| e.starts_with("Redis log: ")),
+        "the log inside the root was read: {r:#}"
+    );
+    assert!(
+        std::fs::read_to_string(inside.join("redis.log")).is_ok_and(|l| l.contains("idle")),
+        "the server wrote its log inside its root"
+    );
+    drop(redis);
+    drop(ns);
+}

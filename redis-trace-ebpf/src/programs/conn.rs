@@ -7,11 +7,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use redis_trace_ebpf::{
-    ConnClosed, ConnKey, ConnState, IPPROTO_TCP, NO_FLAGS, NO_REASON, conn_flags, counter, how,
-    kind, redis_probes, side, tcp_state,
+    ConnClosed, ConnKey, ConnState, IPPROTO_TCP, NO_FLAGS, NO_NETNS, NO_REASON, conn_flags,
+    counter, how, kind, redis_probes, side, tcp_state,
 };
 
-use super::maps::{CONNS, EVENTS, FREEING, OWN_SOCKS, count, redis_probe_setting, wakeup_flags};
+use super::maps::{
+    CONNS, EVENTS, FREEING, OWN_SOCKS, TUPLES, count, redis_probe_setting, wakeup_flags,
+};
 use super::read::{Rec, Tuple, field, key_of, ports};
 use super::redis_uprobes::take_freeing;
 
@@ -75,11 +77,12 @@ fn try_inet_sock_set_state(ctx: &Rec) -> Option<()> {
     }
     let t = ports(ctx, &l.addr)?;
     count(counter::HITS);
-    let key = key_of(ctx, &l.addr, &t)?;
+    let key = key_of(ctx, &l.addr, &t, l.skaddr)?;
 
     if new == tcp_state::ESTABLISHED {
         // SAFETY: helper without preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
+        mark_tuple(&key, t.side);
         let own = if old == tcp_state::SYN_SENT && is_own(ctx, l.skaddr) {
             conn_flags::OWN
         } else {
@@ -173,6 +176,50 @@ fn try_inet_sock_set_state(ctx: &Rec) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// The key of a connection's address tuple, whatever its namespace.
+#[inline(always)]
+fn tuple_of(key: &ConnKey) -> ConnKey {
+    ConnKey {
+        netns: NO_NETNS,
+        ..*key
+    }
+}
+
+/// Notes that this end of the tuple was seen established.
+#[inline(always)]
+fn mark_tuple(key: &ConnKey, side_: u32) {
+    if key.netns == NO_NETNS {
+        return;
+    }
+    let t = tuple_of(key);
+    match TUPLES.get_ptr_mut(&t) {
+        // SAFETY: map value pointer, valid for this program's run.
+        Some(bits) => unsafe { *bits |= seen_bit(side_) },
+        None => {
+            let _ = TUPLES.insert(&t, &seen_bit(side_), 0);
+        }
+    }
+}
+
+/// [`conn_flags::PEER_ELSEWHERE`] when the other end of this tuple was seen in another
+/// namespace, not in this connection's.
+#[inline(always)]
+fn peer_elsewhere(key: &ConnKey, side_: u32, flags: u32) -> u32 {
+    let other = seen_bit(if side_ == side::SERVER {
+        side::CLIENT
+    } else {
+        side::SERVER
+    });
+    if key.netns == NO_NETNS || flags & other != 0 {
+        return 0;
+    }
+    // SAFETY: plain map lookup.
+    match unsafe { TUPLES.get(&tuple_of(key)) } {
+        Some(bits) if bits & other != 0 => conn_flags::PEER_ELSEWHERE,
+        _ => 0,
+    }
 }
 
 #[inline(always)]
@@ -298,9 +345,9 @@ pub(super) fn emit_closed(
         family: t.family,
         old_state: old as u16,
         new_state: new as u16,
-        sockets_seen: (flags
+        sockets_seen: ((flags
             & (conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN | conn_flags::OWN))
-            as u16,
+            | peer_elsewhere(key, t.side, flags)) as u16,
         redis_freed_from: freeing.map_or(0, |f| f.freed_from),
         redis_decided_in: freeing.map_or(0, |f| f.decided_in),
         redis_freed_from_caller: freeing.map_or(0, |f| f.freed_from_caller),

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use redis_trace_ebpf::{
     Config, ConnKey, ConnState, MAX_CONNS, MAX_OWN_SOCKS, MAX_PORTS, MAX_PROC_NAMES,
-    MAX_WATCHED_PIDS, RING_BYTES, counter, redis_probes,
+    MAX_SCOPED_NETNS, MAX_WATCHED_PIDS, RING_BYTES, counter, redis_probes,
 };
 
 use super::read::RECORD_BYTES;
@@ -22,6 +22,10 @@ pub(super) static CONFIG: Global<Config> = Global::new(Config::EMPTY);
 /// Traced ports (host order) -> 1.
 #[map]
 pub(super) static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Network namespaces a scoped capture traces (`--pid`, `--netns`, `--container`) -> 1.
+#[map]
+pub(super) static NETNS_SCOPE: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SCOPED_NETNS, 0);
 
 /// Process names (comm, NUL-padded) whose OOM kill, fatal signals and exit are reported.
 #[map]
@@ -87,6 +91,12 @@ pub(super) struct Freeing {
     pub(super) decided_in_caller: u64,
     pub(super) flags: u64,
 }
+
+/// Which ends of each address tuple were seen established, whatever their namespace
+/// (key with `netns` 0): the two ends of a connection between two namespaces of this
+/// host have two `CONNS` entries, and this says each that the other exists.
+#[map]
+pub(super) static TUPLES: LruHashMap<ConnKey, u32> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Open connections on traced ports.
 #[map]

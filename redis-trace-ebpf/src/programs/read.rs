@@ -2,10 +2,16 @@
 //! the offsets the loader read from the format files; the connection's ports (with the
 //! port filter), addresses and map key.
 
-use aya_ebpf::{EbpfContext as _, helpers::bpf_probe_read_kernel_buf, programs::TracePointContext};
-use redis_trace_ebpf::{ABSENT, AF_INET, AF_INET6, AddrLayout, ConnKey, counter, side};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    programs::TracePointContext,
+};
+use redis_trace_ebpf::{
+    ABSENT, ABSENT_OFFSET, AF_INET, AF_INET6, AddrLayout, ConnKey, NO_NETNS, counter, side,
+};
 
-use super::maps::{PORTS, SCRATCH, count};
+use super::maps::{NETNS_SCOPE, PORTS, SCRATCH, count};
 
 /// Bytes of a tracepoint record copied at once: every field used lies within them (the
 /// largest record used, `tcp_send_reset`, is 88 bytes).
@@ -125,8 +131,45 @@ pub(super) fn addrs(ctx: &Rec, l: &AddrLayout, family: u16) -> Option<([u8; 16],
     Some((local, remote))
 }
 
+/// The network namespace of the tracepoint's socket (`sk->__sk_common.skc_net->ns.inum`,
+/// at offsets from this kernel's BTF), or [`NO_NETNS`] when there is no socket or no
+/// offsets.
 #[inline(always)]
-pub(super) fn key_of(ctx: &Rec, l: &AddrLayout, t: &Tuple) -> Option<ConnKey> {
+pub(super) fn netns_of(ctx: &Rec, skaddr: u16) -> u32 {
+    let n = &config!(netns);
+    if n.skc_net == ABSENT_OFFSET || n.ns_inum == ABSENT_OFFSET {
+        return NO_NETNS;
+    }
+    let Some(sk) = field::<u64>(ctx, skaddr).filter(|sk| *sk != 0) else {
+        return NO_NETNS;
+    };
+    // SAFETY: the helper checks the kernel address and fails cleanly on a bad one.
+    let net = unsafe { bpf_probe_read_kernel((sk + u64::from(n.skc_net)) as *const u64) };
+    let Some(net) = net.ok().filter(|p| *p != 0) else {
+        return NO_NETNS;
+    };
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel((net + u64::from(n.ns_inum)) as *const u32) }.unwrap_or(NO_NETNS)
+}
+
+/// The connection's key, with the namespace of the socket at `skaddr` ([`ABSENT`] when
+/// the tracepoint has none); `None` when a scoped capture does not trace that namespace.
+#[inline(always)]
+pub(super) fn key_of(ctx: &Rec, l: &AddrLayout, t: &Tuple, skaddr: u16) -> Option<ConnKey> {
+    let netns = if skaddr == ABSENT {
+        NO_NETNS
+    } else {
+        netns_of(ctx, skaddr)
+    };
+    // An event without a namespace (a socket error report) passes: userspace joins it
+    // to its connection, which was scoped already.
+    if config!(netns).scoped != 0 && netns != NO_NETNS {
+        // SAFETY: plain map lookup.
+        let traced = unsafe { NETNS_SCOPE.get(&netns) }.is_some();
+        if !traced {
+            return None;
+        }
+    }
     let (local, remote) = addrs(ctx, l, t.family)?;
     Some(if t.side == side::SERVER {
         ConnKey {
@@ -134,7 +177,7 @@ pub(super) fn key_of(ctx: &Rec, l: &AddrLayout, t: &Tuple) -> Option<ConnKey> {
             client_addr: remote,
             server_port: t.local_port,
             client_port: t.remote_port,
-            _pad: 0,
+            netns,
         }
     } else {
         ConnKey {
@@ -142,7 +185,7 @@ pub(super) fn key_of(ctx: &Rec, l: &AddrLayout, t: &Tuple) -> Option<ConnKey> {
             client_addr: local,
             server_port: t.remote_port,
             client_port: t.local_port,
-            _pad: 0,
+            netns,
         }
     })
 }

@@ -35,7 +35,7 @@ fn try_reset(ctx: &Rec, sent: bool) -> Option<()> {
     };
     let t = ports(ctx, &l.addr)?;
     count(counter::HITS);
-    let key = key_of(ctx, &l.addr, &t)?;
+    let key = key_of(ctx, &l.addr, &t, l.skaddr)?;
     let state = field::<i32>(ctx, l.state).unwrap_or(0) as u32;
     if !sent {
         // A received RST ends the connection (tcp_reset -> tcp_done): mark it, and let the
@@ -97,7 +97,8 @@ fn try_error_report(ctx: &Rec) -> Option<()> {
     }
     let t = ports(ctx, &l.addr)?;
     count(counter::HITS);
-    let key = key_of(ctx, &l.addr, &t)?;
+    // This tracepoint has no socket address: the namespace stays unknown.
+    let key = key_of(ctx, &l.addr, &t, redis_trace_ebpf::ABSENT)?;
     let error: i32 = field(ctx, l.error)?;
     // Never claims: since 6.x tcp_done_with_error() closes the socket before reporting
     // the error, and older kernels report it just before; either way the state change

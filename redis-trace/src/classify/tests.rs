@@ -22,6 +22,7 @@ fn closed(side: &str, packet: Option<Packet>, event: KernelEvent, t: f64) -> Ker
         start_ns: Some(0),
         server: "127.0.0.1:6379".parse().expect("addr"),
         client: "127.0.0.1:50000".parse().expect("addr"),
+        netns: None,
         closed_by_side: Some(if server { Side::Server } else { Side::Client }),
         packet,
         pid: server.then_some(100),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use redis_trace_ebpf::{
-    ConnClosed, ConnKey, NO_REASON, SockEvent, conn_flags, how, side, sock_event,
+    ConnClosed, ConnKey, NO_NETNS, NO_REASON, SockEvent, conn_flags, how, side, sock_event,
 };
 
 use super::decode::{client, comm, errno_name, server};
@@ -30,6 +30,9 @@ pub struct KernelClose {
     pub start_ns: Option<u64>,
     pub server: SocketAddr,
     pub client: SocketAddr,
+    /// The network namespace of the server's socket (of the client's when only that end
+    /// was seen); `None` when the kernel gave none.
+    pub netns: Option<u32>,
     /// Whose end sent the first FIN or RST; `None` when neither sent one.
     pub closed_by_side: Option<Side>,
     pub packet: Option<Packet>,
@@ -97,12 +100,37 @@ struct Group {
     own: bool,
 }
 
-/// Owners of sockets open at capture start, keyed by (local, remote).
-pub type Owners = HashMap<(SocketAddr, SocketAddr), ProcessRef>;
+/// Owners of sockets open at capture start, keyed by (network namespace, local, remote);
+/// namespace [`NO_NETNS`] where it is not known.
+pub type Owners = HashMap<(u32, SocketAddr, SocketAddr), ProcessRef>;
+
+/// A key without its namespace: the addresses and ports alone.
+fn tuple(k: &ConnKey) -> ConnKey {
+    ConnKey {
+        netns: NO_NETNS,
+        ..*k
+    }
+}
+
+const BOTH_SEEN: u32 = conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN;
+
+/// A record of one end of a connection whose other end this namespace did not see: the
+/// other end may be in another namespace of this host (a veth pair, a bridge).
+fn one_end_only(c: &ConnClosed) -> bool {
+    let own = if c.observer == side::SERVER {
+        conn_flags::SERVER_SEEN
+    } else {
+        conn_flags::CLIENT_SEEN
+    };
+    u32::from(c.sockets_seen) & BOTH_SEEN == own
+}
 
 pub struct Assembler {
     grace_ns: u64,
     groups: HashMap<ConnKey, Group>,
+    /// The namespaces of the pending groups of each address tuple: the two ends of a
+    /// connection between two namespaces arrive under two keys.
+    by_tuple: HashMap<ConnKey, Vec<u32>>,
     order: VecDeque<(u64, ConnKey)>,
     reasons: ResetReasons,
     clock: Clock,
@@ -120,6 +148,7 @@ impl Assembler {
         Self {
             grace_ns: grace.as_nanos() as u64,
             groups: HashMap::new(),
+            by_tuple: HashMap::new(),
             order: VecDeque::new(),
             reasons,
             clock,
@@ -132,8 +161,10 @@ impl Assembler {
 
     fn group(&mut self, key: ConnKey, ts: u64) -> &mut Group {
         let order = &mut self.order;
+        let by_tuple = &mut self.by_tuple;
         self.groups.entry(key).or_insert_with(|| {
             order.push_back((ts, key));
+            by_tuple.entry(tuple(&key)).or_default().push(key.netns);
             Group {
                 first_ts: ts,
                 ..Group::default()
@@ -141,15 +172,72 @@ impl Assembler {
         })
     }
 
+    /// Pending groups of the same addresses in other namespaces.
+    fn others(&self, key: &ConnKey) -> impl Iterator<Item = ConnKey> + '_ {
+        let key = *key;
+        self.by_tuple
+            .get(&tuple(&key))
+            .into_iter()
+            .flatten()
+            .filter(move |ns| **ns != key.netns)
+            .map(move |ns| ConnKey { netns: *ns, ..key })
+    }
+
+    /// The group a connection's end belongs to: its own key's, or, for one end of a
+    /// connection between two local namespaces, the group of its other end.
+    fn key_for_closed(&self, c: &ConnClosed) -> ConnKey {
+        if self.groups.contains_key(&c.key) || !one_end_only(c) {
+            return c.key;
+        }
+        self.others(&c.key)
+            .find(|k| {
+                self.groups.get(k).is_some_and(|g| {
+                    !g.closed.is_empty()
+                        && g.closed
+                            .iter()
+                            .all(|o| o.observer != c.observer && one_end_only(o))
+                })
+            })
+            .unwrap_or(c.key)
+    }
+
+    /// The group a socket event belongs to: its own key's; for an event without a
+    /// namespace, or on one end of a connection between two namespaces, the one group
+    /// of the same addresses.
+    fn key_for_sock(&self, s: &SockEvent) -> ConnKey {
+        if self.groups.contains_key(&s.key) {
+            return s.key;
+        }
+        let others: Vec<ConnKey> = self
+            .others(&s.key)
+            .filter(|k| {
+                s.key.netns == NO_NETNS
+                    || self.groups.get(k).is_some_and(|g| {
+                        g.closed
+                            .iter()
+                            .any(|o| o.observer != s.side && one_end_only(o))
+                    })
+            })
+            .collect();
+        match others.as_slice() {
+            [one] => *one,
+            _ => s.key,
+        }
+    }
+
     pub fn push_closed(&mut self, c: ConnClosed) {
-        let g = self.group(c.key, c.close_ns);
+        let key = self.key_for_closed(&c);
+        self.absorb_unnamespaced(key);
+        let g = self.group(key, c.close_ns);
         g.first_ts = g.first_ts.min(c.close_ns);
         g.own |= u32::from(c.sockets_seen) & conn_flags::OWN != 0;
         g.closed.push(c);
     }
 
     pub fn push_sock(&mut self, s: SockEvent) {
-        let g = self.group(s.key, s.ts_ns);
+        let key = self.key_for_sock(&s);
+        self.absorb_unnamespaced(key);
+        let g = self.group(key, s.ts_ns);
         g.first_ts = g.first_ts.min(s.ts_ns);
         g.own |= s.flags & conn_flags::OWN != 0;
         g.socks.push(s);
@@ -168,7 +256,35 @@ impl Assembler {
             }
             self.order.pop_front();
             if let Some(g) = self.groups.remove(&key) {
+                self.forget(&key);
                 self.finish(key, g, out);
+            }
+        }
+    }
+
+    /// Events without a namespace that came first (an error report, a RST sent where
+    /// no socket exists) join the group of the same addresses that has one.
+    fn absorb_unnamespaced(&mut self, key: ConnKey) {
+        if key.netns == NO_NETNS {
+            return;
+        }
+        let bare = tuple(&key);
+        if let Some(early) = self.groups.remove(&bare) {
+            self.forget(&bare);
+            let g = self.group(key, early.first_ts);
+            g.first_ts = g.first_ts.min(early.first_ts);
+            g.own |= early.own;
+            g.socks.extend(early.socks);
+            g.closed.extend(early.closed);
+        }
+    }
+
+    fn forget(&mut self, key: &ConnKey) {
+        let t = tuple(key);
+        if let Some(list) = self.by_tuple.get_mut(&t) {
+            list.retain(|ns| *ns != key.netns);
+            if list.is_empty() {
+                self.by_tuple.remove(&t);
             }
         }
     }
@@ -182,7 +298,7 @@ impl Assembler {
         }
         if let Some(first) = g.closed.first().copied() {
             self.merged_duplicates += g.closed.len() as u64 - 1;
-            let record = self.connection(&first, &g.socks);
+            let record = self.connection(&first, &g.closed, &g.socks);
             if record.start_ns.is_none()
                 && record.server_process.is_none()
                 && record.client_process.is_none()
@@ -207,7 +323,12 @@ impl Assembler {
         )
     }
 
-    fn connection(&self, c: &ConnClosed, socks: &[SockEvent]) -> KernelClose {
+    fn connection(
+        &self,
+        c: &ConnClosed,
+        closed: &[ConnClosed],
+        socks: &[SockEvent],
+    ) -> KernelClose {
         let me = c.observer;
         let peer = other(me);
         let (me_side, peer_side) = (side_of(me), side_of(peer));
@@ -309,6 +430,35 @@ impl Assembler {
         let srv = server(&c.key);
         let cli = client(&c.key);
         let both = conn_flags::SERVER_SEEN | conn_flags::CLIENT_SEEN;
+        // Each end's namespace: from its own records (the two ends of a connection
+        // between namespaces were seen in two).
+        let ns_of = |s: u32| {
+            closed
+                .iter()
+                .find(|o| o.observer == s && o.key.netns != NO_NETNS)
+                .map(|o| o.key.netns)
+                .or_else(|| {
+                    socks
+                        .iter()
+                        .find(|e| e.side == s && e.key.netns != NO_NETNS)
+                        .map(|e| e.key.netns)
+                })
+        };
+        let (server_ns, client_ns) = (ns_of(side::SERVER), ns_of(side::CLIENT));
+        let owner = |ns: Option<u32>, local: SocketAddr, remote: SocketAddr| {
+            match ns {
+                Some(n) => self.owners.get(&(n, local, remote)),
+                None => self
+                    .owners
+                    .iter()
+                    .find(|((_, l, r), _)| *l == local && *r == remote)
+                    .map(|(_, p)| p),
+            }
+            .cloned()
+        };
+        let seen = closed
+            .iter()
+            .fold(0u32, |acc, o| acc | u32::from(o.sockets_seen));
         let error = error_on(me)
             .or_else(|| socks.iter().find(|e| e.what == sock_event::ERROR))
             .map(|e| errno_name(e.error));
@@ -327,9 +477,10 @@ impl Assembler {
             kernel_event,
             observed_on: me_side,
             error,
-            server_process: self.owners.get(&(srv, cli)).cloned(),
-            client_process: self.owners.get(&(cli, srv)).cloned(),
-            both_ends_local: u32::from(c.sockets_seen) & both == both,
+            server_process: owner(server_ns.or(client_ns), srv, cli),
+            client_process: owner(client_ns.or(server_ns), cli, srv),
+            both_ends_local: seen & both == both || seen & conn_flags::PEER_ELSEWHERE != 0,
+            netns: server_ns.or(client_ns),
             resets: socks
                 .iter()
                 .filter(|e| is_rst(e))
@@ -372,6 +523,11 @@ impl Assembler {
             rst_reason: sent.and_then(|e| self.reason(e.rst_reason)),
             pid: sent.filter(|e| e.in_task != 0).map(|e| e.tgid),
             comm: sent.filter(|e| e.in_task != 0).map(|e| comm(&e.comm)),
+            netns: socks
+                .iter()
+                .map(|e| e.key.netns)
+                .find(|n| *n != NO_NETNS)
+                .or((key.netns != NO_NETNS).then_some(key.netns)),
         }
     }
 }
@@ -629,5 +785,116 @@ mod tests {
         a.flush(1200 * MS, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(a.pending(), 0);
+    }
+
+    fn in_ns(mut c: ConnClosed, netns: u32, seen: u32) -> ConnClosed {
+        c.key.netns = netns;
+        c.sockets_seen = seen as u16;
+        c
+    }
+
+    #[test]
+    fn two_namespaces_with_the_same_addresses_stay_two_connections() {
+        // Two pods' loopback connections, same addresses and ports, each end seen in
+        // its own namespace.
+        let out = run(|a| {
+            a.push_closed(in_ns(
+                closed(how::SENT_FIN, side::SERVER, 1, 1010 * MS),
+                11,
+                3,
+            ));
+            a.push_closed(in_ns(
+                closed(how::SENT_FIN, side::CLIENT, 1, 1011 * MS),
+                22,
+                3,
+            ));
+        });
+        assert_eq!(out.len(), 2, "{out:?}");
+        let mut ns: Vec<Option<u32>> = out
+            .iter()
+            .map(|o| match o {
+                Assembled::Closed(c) => c.netns,
+                Assembled::Reset(r) => r.netns,
+            })
+            .collect();
+        ns.sort();
+        assert_eq!(ns, [Some(11), Some(22)]);
+    }
+
+    #[test]
+    fn the_two_ends_of_a_connection_between_namespaces_are_one_record() {
+        // Redis in namespace 11 closes; the client on the host (namespace 1) sees its FIN.
+        let c = only_conn(run(|a| {
+            let server = conn_flags::SERVER_SEEN | conn_flags::PEER_ELSEWHERE;
+            a.push_closed(in_ns(
+                closed(how::SENT_FIN, side::SERVER, 1, 1010 * MS),
+                11,
+                server,
+            ));
+            let client = conn_flags::CLIENT_SEEN | conn_flags::PEER_ELSEWHERE;
+            a.push_closed(in_ns(
+                closed(how::RECEIVED_FIN, side::CLIENT, 0, 1011 * MS),
+                1,
+                client,
+            ));
+        }));
+        assert_eq!(c.closed_by_side, Some(Side::Server));
+        assert_eq!(
+            c.netns,
+            Some(11),
+            "the server end's namespace names the record"
+        );
+        assert!(c.both_ends_local);
+    }
+
+    #[test]
+    fn an_error_report_without_a_namespace_joins_its_connection() {
+        // inet_sk_error_report carries no socket: its key has no namespace, and it can
+        // come before the state change that closes the socket.
+        let c = only_conn(run(|a| {
+            a.push_sock(sock(
+                sock_event::ERROR,
+                side::SERVER,
+                NO_REASON,
+                110,
+                1009 * MS,
+            ));
+            a.push_closed(in_ns(
+                closed(how::ABORTED, side::SERVER, 1, 1010 * MS),
+                11,
+                1,
+            ));
+        }));
+        assert_eq!(c.kernel_event, KernelEvent::Timeout, "{c:?}");
+        assert_eq!(c.error.as_deref(), Some("ETIMEDOUT"));
+        assert_eq!(c.netns, Some(11));
+        assert!(!c.both_ends_local);
+    }
+
+    #[test]
+    fn a_rst_sent_without_a_socket_joins_the_rst_its_peer_received() {
+        // A SYN to a port nobody listens on: the RST is sent with no socket (no
+        // namespace), and received by the client's socket (with one).
+        let out = run(|a| {
+            a.push_sock(sock(sock_event::RST_SENT, side::SERVER, 1, 0, 1009 * MS));
+            let mut got = sock(
+                sock_event::RST_RECEIVED,
+                side::CLIENT,
+                NO_REASON,
+                0,
+                1009 * MS,
+            );
+            got.key.netns = 5;
+            a.push_sock(got);
+        });
+        assert_eq!(out.len(), 1, "{out:?}");
+        let Some(Assembled::Reset(r)) = out.into_iter().next() else {
+            panic!("a reset record");
+        };
+        assert_eq!(
+            (r.sent_by, r.received_by),
+            (Some(Side::Server), Some(Side::Client))
+        );
+        assert_eq!(r.netns, Some(5));
     }
 }

@@ -7,7 +7,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use redis_trace_ebpf::{Config, MAX_PORTS, MAX_PROC_NAMES, RING_BYTES, counter};
+use redis_trace_ebpf::{Config, MAX_PORTS, MAX_PROC_NAMES, MAX_SCOPED_NETNS, RING_BYTES, counter};
 
 use super::layout::{self, PROBES, Probe, ResetReasons};
 use crate::kernel::tracefs;
@@ -17,10 +17,16 @@ use crate::schema::ProbeStatus;
 /// Aligned because the ELF parser reads it in place.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redis-trace"));
 
+/// The name under which a missing socket namespace is reported in `probes_unavailable`.
+pub const NETNS_PROBE: &str = "socket network namespace (BTF)";
+
 /// What the loader needs from the caller.
 pub struct Settings<'a> {
     pub ports: &'a [u16],
     pub proc_names: &'a [String],
+    /// Trace only sockets in these network namespaces (`--pid`, `--netns`,
+    /// `--container`); `None` traces every namespace.
+    pub netns_scope: Option<&'a [u32]>,
 }
 
 /// The attached programs and the maps userspace reads. Dropping it detaches everything.
@@ -112,6 +118,25 @@ pub fn configure(root: &Path) -> (Config, ResetReasons, Vec<(Probe, ProbeStatus)
             ));
         }
     }
+    match super::btf::netns_offsets() {
+        Ok(o) => {
+            cfg.netns.skc_net = o.skc_net;
+            cfg.netns.ns_inum = o.ns_inum;
+        }
+        // Not a tracepoint: reported like a missing field (never essential).
+        Err(e) => unavailable.push((
+            PROBES[1],
+            ProbeStatus {
+                probe: NETNS_PROBE.into(),
+                why: Some(format!("{e:#}")),
+                cost: Some(
+                    "connections are not told apart by network namespace: two containers' \
+                     servers on one port mix, and --pid/--netns/--container cannot scope"
+                        .into(),
+                ),
+            },
+        )),
+    }
     cfg.task_reasons = reasons.task_mask();
     cfg.own_tgid = std::process::id();
     cfg.signal_mask = layout::signal_mask();
@@ -128,7 +153,20 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
              was missing at build time); run scripts/setup.sh, then rebuild with `cargo xtask build`"
         );
     }
-    let (cfg, reasons, unavailable) = configure(root);
+    let (mut cfg, reasons, unavailable) = configure(root);
+    if let Some(scope) = settings.netns_scope {
+        if cfg.netns.skc_net == redis_trace_ebpf::ABSENT_OFFSET {
+            bail!(
+                "--pid, --netns and --container need each socket's network namespace, which \
+                 this kernel does not give (no BTF at /sys/kernel/btf/vmlinux); trace by \
+                 --port instead"
+            );
+        }
+        if scope.len() > MAX_SCOPED_NETNS as usize {
+            bail!("at most {MAX_SCOPED_NETNS} network namespaces can be traced at once");
+        }
+        cfg.netns.scoped = 1;
+    }
     if let Some((p, st)) = unavailable.iter().find(|(p, _)| p.essential) {
         bail!(
             "this kernel cannot run the capture: {} is unusable ({}); without it there are {}",
@@ -154,6 +192,17 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
             HashMap::try_from(ebpf.map_mut("PORTS").context("map PORTS missing")?)?;
         for &p in settings.ports {
             ports.insert(p, 1, 0).context("filling the port filter")?;
+        }
+        if let Some(scope) = settings.netns_scope {
+            let mut allowed: HashMap<_, u32, u8> = HashMap::try_from(
+                ebpf.map_mut("NETNS_SCOPE")
+                    .context("map NETNS_SCOPE missing")?,
+            )?;
+            for &ns in scope {
+                allowed
+                    .insert(ns, 1, 0)
+                    .context("filling the namespace scope")?;
+            }
         }
         let mut names: Array<_, [u8; 16]> = Array::try_from(
             ebpf.map_mut("PROC_NAMES")

@@ -2,6 +2,7 @@
 //! attaching the eBPF programs, the uprobes on redis-server, and decoding what the
 //! programs hand over and joining one connection's records into one `KernelClose`.
 pub mod assemble;
+pub mod btf;
 pub mod decode;
 pub mod layout;
 pub mod load;

@@ -14,12 +14,13 @@ use crate::cause::Cause;
 use crate::classify::{self, CounterWindow, Facts, Verdict};
 use crate::kernel::assemble::KernelClose;
 use crate::schema::{
-    ConnectionClosed, ProcessEvent, RedisClientView, RedisCodePath, RedisState, RedisStatus, Side,
+    ConnectionClosed, ProcessEvent, RedisClientView, RedisCodePath, RedisState, RedisStatus,
+    ServerRef, Side,
 };
 use crate::sources::redis::{
     ClientEntry, InfoCounters, Poller, PollerMsg, RedisConfig, ServerId, Snapshot, Target,
 };
-use crate::sources::redis_log::{LogEvent, LogFollower, LogTail};
+use crate::sources::redis_log::{LogEvent, LogFollower, LogLocation, LogTail};
 use crate::time::monotonic_ns;
 
 /// How often Redis is polled (INFO; CLIENT LIST within the poller's own bounds).
@@ -48,6 +49,11 @@ struct Counters {
 /// What we know of one Redis server.
 struct Server {
     port: u16,
+    /// Its network namespace: a connection is this server's when it is on this port in
+    /// this namespace.
+    netns: Option<u32>,
+    /// How records name it.
+    label: ServerRef,
     poller: Option<Poller>,
     wanted: Arc<AtomicBool>,
     config: Option<RedisConfig>,
@@ -75,9 +81,13 @@ struct Server {
 /// Where the Redis evidence comes from.
 pub struct RedisSource {
     pub port: u16,
+    pub netns: Option<u32>,
+    pub label: ServerRef,
     pub target: Option<Target>,
     /// The process found listening on the port at start, if any.
     pub pid: Option<u32>,
+    /// Why there is no target although Redis evidence is on.
+    pub off_reason: Option<String>,
 }
 
 pub struct Enricher {
@@ -132,18 +142,28 @@ impl Server {
             self.log_why_not = "Redis logs to stdout (logfile is empty)".into();
             return;
         }
-        let mut path = PathBuf::from(&name);
+        let path = PathBuf::from(&name);
         // Through the process's own root and working directory: a Redis in a
-        // container or chroot names a path inside it, not the host's.
-        if let Some(pid) = self.pid {
-            path = match path.strip_prefix("/") {
-                Ok(inside) => PathBuf::from(format!("/proc/{pid}/root")).join(inside),
-                Err(_) => PathBuf::from(format!("/proc/{pid}/cwd")).join(path),
-            };
-        }
+        // container or chroot names a path inside it, not the host's, and every link
+        // on the way resolves inside that root too.
+        let at = match self.pid {
+            Some(pid) if path.is_absolute() => LogLocation::in_root_of(pid, &path),
+            Some(pid) => LogLocation::in_cwd_of(pid, &path),
+            // Without its process, only a server of our own namespace's path is ours.
+            None if self.netns.is_none() || self.netns == crate::sources::procinfo::own_netns() => {
+                Ok(LogLocation::plain(&path))
+            }
+            None => {
+                self.log_why_not = format!(
+                    "the log {name} is inside the server's container, and its process is \
+                     not known here"
+                );
+                return;
+            }
+        };
         // Opening cannot block (O_NONBLOCK, regular files only); reading is the
         // follower thread's.
-        match LogTail::open(&path).and_then(LogFollower::start) {
+        match at.and_then(LogTail::open_at).and_then(LogFollower::start) {
             Ok(t) => {
                 self.log = Some(t);
                 self.log_why_not.clear();
@@ -241,10 +261,12 @@ impl Enricher {
                     .map(|t| Poller::start(t, POLL_EVERY, Arc::clone(&wanted)));
                 Server {
                     port: s.port,
-                    down_reason: if poller.is_none() {
-                        Some("Redis evidence turned off (--no-redis)".into())
-                    } else {
-                        Some("not connected yet".into())
+                    netns: s.netns,
+                    label: s.label,
+                    down_reason: match (&poller, s.off_reason) {
+                        (Some(_), _) => Some("not connected yet".into()),
+                        (None, Some(why)) => Some(why),
+                        (None, None) => Some("Redis evidence turned off (--no-redis)".into()),
                     },
                     poller,
                     wanted,
@@ -297,7 +319,18 @@ impl Enricher {
             for m in msgs {
                 match m {
                     PollerMsg::Connected { config, info } => {
-                        let pid = info.get("process_id").and_then(|v| v.parse().ok());
+                        // INFO's pid is the server's own namespace's: the host's is
+                        // what /proc, the kernel and the operator use.
+                        let pid = info
+                            .get("process_id")
+                            .and_then(|v| v.parse().ok())
+                            .and_then(|p| {
+                                crate::sources::procinfo::host_pid(
+                                    p,
+                                    s.netns,
+                                    s.pid.or(s.pids.first().copied()),
+                                )
+                            });
                         let run_id = info.get("run_id").cloned();
                         let restarted = (s.pid.is_some() && s.pid != pid)
                             || (s.run_id.is_some() && s.run_id != run_id);
@@ -322,6 +355,7 @@ impl Enricher {
                         out.push(RedisStatus {
                             time: Some(SystemTime::now()),
                             port: s.port,
+                            netns: s.netns,
                             status: RedisState::Connected,
                             pid,
                             server: id.as_ref().map(|i| i.server.as_str().to_string()),
@@ -346,6 +380,7 @@ impl Enricher {
                             out.push(RedisStatus {
                                 time: Some(SystemTime::now()),
                                 port: s.port,
+                                netns: s.netns,
                                 status: RedisState::Unavailable,
                                 pid: s.pid,
                                 server: None,
@@ -416,8 +451,29 @@ impl Enricher {
         self.held.len()
     }
 
+    /// The traced server a connection is to: same port, same namespace. Where either
+    /// namespace is unknown, the port alone, if it names one server.
     fn server_index(&self, c: &KernelClose) -> Option<usize> {
-        self.servers.iter().position(|s| s.port == c.server.port())
+        let port = c.server.port();
+        let exact = self
+            .servers
+            .iter()
+            .position(|s| s.port == port && s.netns.is_some() && s.netns == c.netns);
+        exact.or_else(|| {
+            let loose: Vec<usize> = self
+                .servers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| {
+                    s.port == port && (s.netns.is_none() || c.netns.is_none() || s.netns == c.netns)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            match loose.as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            }
+        })
     }
 
     /// Classifies and returns every held record whose evidence is complete (all of them
@@ -477,7 +533,8 @@ impl Enricher {
                 let client = idx
                     .and_then(|si| self.servers[si].clients.get(&c.client))
                     .map(|(e, t)| view(e, *t));
-                record::connection_closed(*c, path, v, client)
+                let server = idx.map(|si| self.servers[si].label.clone());
+                record::connection_closed(*c, path, v, client, server)
             })
             .collect()
     }

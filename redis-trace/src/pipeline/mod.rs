@@ -4,10 +4,14 @@
 //! - this file: the capture loop ([`run`]), a [`Capture`] struct that owns its state;
 //! - [`enrich`]: Redis's view and the kernel's process events for each ended connection;
 //! - [`record`]: the `connection_closed` record, built once from all of that;
-//! - [`governor`]: the uprobes paused in a storm of connection ends.
+//! - [`governor`]: the uprobes paused in a storm of connection ends;
+//! - [`servers`]: which servers are traced, in which network namespaces.
 pub mod enrich;
 pub mod governor;
 pub mod record;
+pub mod servers;
+
+pub use servers::Scope;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -46,6 +50,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(10);
 pub struct Options {
     /// Ports given on the command line; empty means discover.
     pub ports: Vec<u16>,
+    /// `--pid`, `--netns` or `--container`: trace only there.
+    pub scope: Option<Scope>,
     pub duration: Option<Duration>,
     pub json: Option<JsonTarget>,
     pub quiet: bool,
@@ -69,63 +75,18 @@ pub struct RedisAccess {
     pub tls: crate::sources::redis::tls::TlsSettings,
 }
 
-/// Redis servers running here: (port, process) for each listening port, and the pids of
-/// every process with a Redis server's name (their OOM kills, signals and exits matter).
-fn redis_processes() -> (Vec<(u16, procinfo::ProcessInfo)>, Vec<u32>) {
-    let found = procinfo::redis_ports(&SERVER_NAMES).unwrap_or_default();
-    let mut pids: Vec<u32> = found.iter().map(|(_, p)| p.pid).collect();
-    if let Ok(all) = procinfo::processes_named(&SERVER_NAMES) {
+/// Redis servers running here, in every namespace, and the pids whose OOM kills,
+/// signals and exits matter: the traced servers', and (unscoped) every process with a
+/// Redis server's name.
+fn redis_processes(scoped: bool) -> (Vec<procinfo::RedisServer>, Vec<u32>) {
+    let found = servers::discover();
+    let mut pids: Vec<u32> = found.iter().map(|s| s.process.pid).collect();
+    if !scoped && let Ok(all) = procinfo::processes_named(&SERVER_NAMES) {
         pids.extend(all.iter().map(|p| p.pid));
     }
     pids.sort_unstable();
     pids.dedup();
     (found, pids)
-}
-
-/// The ports to trace and how they were chosen. Discovery needs /proc before anything is
-/// attached; ports given on the command line do not.
-fn choose_ports(
-    opts: &Options,
-    found: Option<&[(u16, procinfo::ProcessInfo)]>,
-) -> Result<(Vec<TracedPort>, PortSource)> {
-    let process = |port: u16| {
-        found
-            .unwrap_or_default()
-            .iter()
-            .find(|(p, _)| *p == port)
-            .map(|(_, pr)| ProcessRef {
-                pid: pr.pid,
-                comm: pr.comm.clone(),
-            })
-    };
-    if !opts.ports.is_empty() {
-        let mut ports = opts.ports.clone();
-        ports.sort_unstable();
-        ports.dedup();
-        let traced = ports
-            .into_iter()
-            .map(|port| TracedPort {
-                port,
-                process: process(port),
-            })
-            .collect();
-        return Ok((traced, PortSource::CommandLine));
-    }
-    let found = found.unwrap_or_default();
-    if found.is_empty() {
-        bail!(
-            "no running redis-server or valkey-server listens on a TCP port here; \
-             start one, or name the ports to trace with --port"
-        );
-    }
-    let traced = found
-        .iter()
-        .map(|(port, _)| TracedPort {
-            port: *port,
-            process: process(*port),
-        })
-        .collect();
-    Ok((traced, PortSource::Discovered))
 }
 
 /// Refuses early, with what to do, when the process cannot load BPF programs.
@@ -159,13 +120,21 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn owners_at_start(ports: &[u16]) -> Owners {
-    procinfo::connection_owners(ports)
+fn owners_at_start(ports: &[u16], traced: &[TracedPort]) -> Owners {
+    let namespaces: Vec<(u32, u32)> = traced
+        .iter()
+        .filter_map(|t| Some((t.netns?, t.process.as_ref()?.pid)))
+        .collect();
+    procinfo::connection_owners_in(&namespaces, ports)
         .unwrap_or_default()
         .into_iter()
         .map(|o| {
             (
-                (o.local, o.remote),
+                (
+                    o.netns.unwrap_or(redis_trace_ebpf::NO_NETNS),
+                    o.local,
+                    o.remote,
+                ),
                 ProcessRef {
                     pid: o.process.pid,
                     comm: o.process.comm,
@@ -222,6 +191,8 @@ struct Flow {
     /// Each probed Redis's symbols, to name its code paths.
     symbols: HashMap<u32, uprobes::Symbols>,
     assembled: Vec<Assembled>,
+    /// More than one Redis is traced: the timeline names each line's.
+    several_servers: bool,
 }
 
 impl Capture {
@@ -230,12 +201,42 @@ impl Capture {
     fn start(opts: &Options) -> Result<(Self, Vec<Vec<u8>>)> {
         let started = Instant::now();
         check_privileges()?;
-        // With --port, attach first and look at /proc afterwards: the probes are live
-        // within milliseconds of the start, however many processes the host runs.
-        let discovered = opts.ports.is_empty().then(redis_processes);
-        let (mut ports, port_source) =
-            choose_ports(opts, discovered.as_ref().map(|d| d.0.as_slice()))?;
-        let port_numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
+        // With --port alone, attach first and look at /proc afterwards: the probes are
+        // live within milliseconds of the start, however many processes the host runs.
+        // A scope is resolved first: the kernel filters by it.
+        let scoped = opts.scope.is_some();
+        let mut discovered = (opts.ports.is_empty() || scoped).then(|| redis_processes(scoped));
+        let resolved = match &opts.scope {
+            Some(scope) => Some(servers::resolve(
+                scope,
+                discovered
+                    .as_ref()
+                    .map(|d| d.0.as_slice())
+                    .unwrap_or_default(),
+            )?),
+            None => None,
+        };
+        if let Some(r) = &resolved
+            && let Some(d) = &mut discovered
+        {
+            // Only the scope's servers' process events matter.
+            let keep: Vec<u32> =
+                d.0.iter()
+                    .filter(|s| s.netns.is_some_and(|n| r.netns.contains(&n)))
+                    .filter(|s| r.pid.is_none_or(|p| p == s.process.pid))
+                    .map(|s| s.process.pid)
+                    .collect();
+            d.1.retain(|p| keep.contains(p));
+        }
+        let (mut ports, port_source) = servers::choose(
+            &opts.ports,
+            resolved.as_ref(),
+            discovered
+                .as_ref()
+                .map(|d| d.0.as_slice())
+                .unwrap_or_default(),
+        )?;
+        let port_numbers = servers::port_numbers(&ports);
 
         let mut notes = Vec::new();
         let root = load::tracefs_root(&mut notes)?;
@@ -253,16 +254,18 @@ impl Capture {
             &root,
             &load::Settings {
                 ports: &port_numbers,
-                proc_names: &proc_names,
+                // A scoped capture watches its servers by pid, not every Redis by name.
+                proc_names: if scoped { &[] } else { &proc_names },
+                netns_scope: resolved.as_ref().map(|r| r.netns.as_slice()),
             },
         )?;
         let live_ms = started.elapsed().as_millis();
         let (found, watched) = match discovered {
             Some(d) => d,
-            None => redis_processes(),
+            None => redis_processes(scoped),
         };
         if port_source == PortSource::CommandLine {
-            (ports, _) = choose_ports(opts, Some(&found))?;
+            (ports, _) = servers::choose(&opts.ports, resolved.as_ref(), &found)?;
         }
         load::watch_pids(&mut ebpf, &watched)?;
         // Uprobes on each traced Redis: which of its code paths freed each client.
@@ -288,14 +291,31 @@ impl Capture {
                 redis_probes.push(report);
             }
         }
+        let own_netns = procinfo::own_netns();
         for p in &ports {
+            let mut whose = Vec::new();
+            if let Some(ns) = p.netns {
+                whose.push(if Some(ns) == own_netns {
+                    format!("netns {ns}, the host's")
+                } else {
+                    format!("netns {ns}")
+                });
+            }
+            if let Some(c) = &p.container {
+                whose.push(c.to_string());
+            }
+            let whose = if whose.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", whose.join(", "))
+            };
             match &p.process {
                 Some(pr) => stderr::note(&format!(
-                    "tracing port {} ({} pid {})",
+                    "tracing port {} ({} pid {}{whose})",
                     p.port, pr.comm, pr.pid
                 )),
                 None => stderr::note(&format!(
-                    "tracing port {} (no Redis process listens on it now)",
+                    "tracing port {} (no Redis process listens on it now{whose})",
                     p.port
                 )),
             }
@@ -308,17 +328,17 @@ impl Capture {
                 u.cost.as_deref().unwrap_or("?")
             ));
         }
-        let owners = owners_at_start(&port_numbers);
+        let owners = owners_at_start(&port_numbers, &ports);
         let open_at_start = owners
             .keys()
-            .filter(|(l, _)| port_numbers.contains(&l.port()))
+            .filter(|(_, l, _)| port_numbers.contains(&l.port()))
             .count();
 
         let clock = Clock::new();
         // Redis's own view first (bounded): a close in the capture's first second
         // deserves its CLIENT LIST entry and log line too. The kernel's records wait in a
         // backlog.
-        let mut enricher = Enricher::new(redis_sources(opts, &ports)?, watched.clone());
+        let mut enricher = Enricher::new(redis_sources(opts, &ports, &found)?, watched.clone());
         let mut backlog: Vec<Vec<u8>> = Vec::new();
         let early_status = enricher.wait_ready(Duration::from_millis(1500), || {
             while let Some(item) = ring.next() {
@@ -339,6 +359,12 @@ impl Capture {
             redis_uprobes: redis_probes,
         };
         let probed: HashSet<u32> = begin.redis_uprobes.iter().map(|r| r.pid).collect();
+        let several_servers = {
+            let mut s: Vec<_> = begin.ports.iter().map(TracedPort::server_ref).collect();
+            s.sort_by_key(|r| (r.netns, r.pid));
+            s.dedup();
+            s.len() > 1
+        };
         // Outputs are opened only now that every check passed: a capture that could not
         // start leaves an existing file as it was.
         let mut writers = Writers::open(opts.json.as_ref(), opts.quiet, opts.color)?;
@@ -373,6 +399,7 @@ impl Capture {
                 closes_seen: 0,
                 symbols,
                 assembled: Vec::new(),
+                several_servers,
             },
         };
         let mut early_status = early_status;
@@ -614,7 +641,16 @@ impl Flow {
                     self.counts.by_cause.insert(c.cause.as_str().to_string(), 1);
                 }
             }
-            let line = output::closed_line(&c, self.writers.color);
+            let mut line = output::closed_line(&c, self.writers.color);
+            // With several servers traced, each line says whose connection it was.
+            if self.several_servers
+                && let Some(server) = &c.redis_server
+            {
+                line.push_str(&format!(
+                    "\n              server: {}",
+                    output::escape_name(&server.to_string())
+                ));
+            }
             self.writers.json(&Record::ConnectionClosed(Box::new(c)))?;
             self.writers.text(&line)?;
         }
@@ -670,36 +706,82 @@ fn code_path(raw: RedisRaw, syms: &uprobes::Symbols) -> Option<RedisCodePath> {
     })
 }
 
-fn redis_sources(opts: &Options, ports: &[TracedPort]) -> Result<Vec<RedisSource>> {
-    let numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
+fn redis_sources(
+    opts: &Options,
+    ports: &[TracedPort],
+    found: &[procinfo::RedisServer],
+) -> Result<Vec<RedisSource>> {
+    let numbers = servers::port_numbers(ports);
+    let own_netns = procinfo::own_netns();
     ports
         .iter()
         .map(|traced| {
             let port = traced.port;
             let ports = &numbers;
+            let pid = traced.process.as_ref().map(|p| p.pid);
+            let server = found
+                .iter()
+                .find(|s| Some(s.process.pid) == pid && s.netns == traced.netns);
+            // A server in another namespace is reached from inside it.
+            let elsewhere = traced.netns.filter(|ns| Some(*ns) != own_netns);
             let target = match &opts.redis {
                 None => None,
                 Some(access) => {
-                    // A --redis-url names one server: use it for the port it names.
+                    // A --redis-url names one server: use it for the port it names, as
+                    // given (from redis-trace's own namespace).
                     let url = access
                         .url
                         .as_deref()
                         .filter(|u| ports.len() == 1 || Target::url_port(u) == Some(port));
-                    let target = Target::new(url, port, access.password_file.as_deref())?
-                        .with_tls(&access.tls)?;
-                    // The operator named this server (--port, --redis-url): trusted.
-                    let named = !opts.ports.is_empty() || url.is_some();
+                    let local = server.map(|s| servers::local_address(&s.listeners, port));
+                    let default_url = local.map(|a| format!("redis://{a}/"));
+                    let target = Target::new(
+                        url.or(default_url.as_deref()),
+                        port,
+                        access.password_file.as_deref(),
+                    )?
+                    .with_tls(&access.tls)?;
+                    let target = match (url, elsewhere, pid) {
+                        (None, Some(ns), Some(pid)) => match procinfo::NetnsHandle::open(pid, ns) {
+                            Ok(h) => target.in_netns(Some(h)),
+                            Err(e) => {
+                                stderr::warn(&format!(
+                                    "Redis on port {port} (pid {pid}) is in network namespace \
+                                     {ns}, which cannot be entered ({e:#}): its own view is \
+                                     not read, kernel evidence only"
+                                ));
+                                return Ok(RedisSource {
+                                    port,
+                                    netns: traced.netns,
+                                    label: traced.server_ref(),
+                                    target: None,
+                                    pid: Some(pid),
+                                    off_reason: Some(format!(
+                                        "its network namespace {ns} cannot be entered: {e:#}"
+                                    )),
+                                });
+                            }
+                        },
+                        _ => target,
+                    };
+                    // The operator named this server (--port, --pid, --redis-url): trusted.
+                    let named = !opts.ports.is_empty()
+                        || url.is_some()
+                        || matches!(opts.scope, Some(servers::Scope::Pid(_)));
                     Some(if named {
                         target
                     } else {
-                        target.for_discovered(port, traced.process.as_ref().map(|p| p.pid))
+                        target.for_discovered(port, pid)
                     })
                 }
             };
             Ok(RedisSource {
                 port,
+                netns: traced.netns,
+                label: traced.server_ref(),
                 target,
-                pid: traced.process.as_ref().map(|p| p.pid),
+                pid,
+                off_reason: None,
             })
         })
         .collect()

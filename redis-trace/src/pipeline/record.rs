@@ -3,19 +3,62 @@
 //! entry.
 use crate::classify::Verdict;
 use crate::kernel::assemble::KernelClose;
-use crate::schema::{ConnectionClosed, RedisClientView, RedisCodePath, ResetNote};
+use crate::schema::{
+    ConnectionClosed, ProcessRef, RedisClientView, RedisCodePath, ResetNote, ServerRef, Side,
+};
+
+/// Local proxies that put themselves between clients and Redis: when one holds the
+/// client end, the real client is behind it.
+pub const PROXIES: [&str; 7] = [
+    "docker-proxy",
+    "haproxy",
+    "envoy",
+    "twemproxy",
+    "nutcracker",
+    "redis-proxy",
+    "kube-proxy",
+];
+
+/// The client end's process when it is a known proxy: from /proc at start, or the task
+/// that closed the client end.
+pub fn proxy_of(k: &KernelClose) -> Option<ProcessRef> {
+    let closing = (k.closed_by_side == Some(Side::Client))
+        .then(|| {
+            Some(ProcessRef {
+                pid: k.pid?,
+                comm: k.comm.clone()?,
+            })
+        })
+        .flatten();
+    k.client_process
+        .clone()
+        .or(closing)
+        .filter(|p| PROXIES.contains(&p.comm.as_str()))
+}
 
 pub fn connection_closed(
     k: KernelClose,
     redis_code_path: Option<RedisCodePath>,
     verdict: Verdict,
     redis_client: Option<RedisClientView>,
+    redis_server: Option<ServerRef>,
 ) -> ConnectionClosed {
+    let peer_proxy = proxy_of(&k);
+    let mut evidence = verdict.sentences();
+    if let Some(p) = &peer_proxy {
+        evidence.push(format!(
+            "kernel: the client end is held by {} (pid {}), a proxy: the real client is behind it",
+            p.comm, p.pid
+        ));
+    }
     ConnectionClosed {
+        netns: k.netns,
+        redis_server,
+        peer_proxy,
         time: Some(k.time),
         cause: verdict.cause,
         closed_by: verdict.closed_by(),
-        evidence: verdict.sentences(),
+        evidence,
         client_class: verdict.client_class,
         killer: verdict.killer,
         redis_client,

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use super::model::Summary;
 use super::model::{CapInfo, Conn, Model, ProcEvt, Status, ranked_causes};
 use super::text::{
-    TimeStyle, cell, class_words, code, count, day, duration_ms, full, hms, plain, redis_bytes,
-    span, truncate,
+    TimeStyle, cell, class_words, code, code_span, count, day, duration_ms, full, hms, plain,
+    redis_bytes, span, truncate,
 };
 use crate::cause::Cause;
 use crate::diagnose::finding::Finding;
@@ -382,6 +382,7 @@ fn verdict(o: &mut String, m: &Model, sum: &Summary) {
         sentences.push(s);
     }
     let _ = writeln!(o, "{}\n", sentences.join(" "));
+    by_server(o, m);
     let both = m.conns.iter().filter(|c| !c.others.is_empty()).count() as u64;
     if both > 0 {
         let _ = writeln!(
@@ -407,6 +408,40 @@ fn verdict(o: &mut String, m: &Model, sum: &Summary) {
              too (then `redis-trace report` over both) tells the client from a middlebox.\n"
         );
     }
+}
+
+/// With several Redis servers in the records (containers on one node): each one's
+/// connection ends by cause.
+fn by_server(o: &mut String, m: &Model) {
+    let mut servers: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for c in &m.conns {
+        let name = c
+            .rec
+            .redis_server
+            .clone()
+            .unwrap_or_else(|| "not a traced server".into());
+        *servers
+            .entry(name)
+            .or_default()
+            .entry(c.cause.as_str().to_string())
+            .or_default() += 1;
+    }
+    if servers.len() < 2 {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "By server:\n\n| server | connection ends | causes |\n|---|---|---|"
+    );
+    for (name, causes) in &servers {
+        let total: u64 = causes.values().sum();
+        let list: Vec<String> = ranked_causes(causes)
+            .iter()
+            .map(|(c, n)| format!("{} {n}", code_span(c.as_str(), true)))
+            .collect();
+        let _ = writeln!(o, "| {} | {total} | {} |", cell(name), list.join(", "));
+    }
+    o.push('\n');
 }
 
 fn what_to_do(o: &mut String, m: &Model, sum: &Summary) {

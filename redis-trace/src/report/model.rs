@@ -204,6 +204,8 @@ pub(super) struct Rec {
     pub resets: Vec<ResetNote>,
     /// The settings its cause rests on.
     pub settings: schema::RedisSettings,
+    /// The traced Redis it belongs to (container, pid, network namespace), as text.
+    pub redis_server: Option<String>,
 }
 
 impl Rec {
@@ -237,6 +239,7 @@ impl Rec {
             server_process: proc_ref(&c.server_process),
             client_process: proc_ref(&c.client_process),
             both_ends_local: c.both_ends_local,
+            redis_server: c.redis_server.as_ref().map(|s| s.to_string()),
             resets: c
                 .resets
                 .iter()

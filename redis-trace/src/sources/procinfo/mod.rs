@@ -13,14 +13,20 @@
 //! - `sockets`: the socket tables and their owners (listeners, Redis's ports, the
 //!   connections open when a capture starts);
 //! - `process`: what a process is called and runs ([`ProcessInfo`]), found by name;
+//! - `netns`, `container`: which network namespace and container a process is in;
 //! - `trust`: whether a discovered server may be given the password ([`trusted_server`]).
+pub mod container;
+pub mod netns;
 mod process;
 mod sockets;
 mod trust;
 
-pub use process::{ProcessInfo, processes_named};
+pub use container::{Container, Runtime, container_of};
+pub use netns::{NetnsHandle, netns_of_path, netns_of_pid, own_netns};
+pub use process::{ProcessInfo, all_pids, host_pid, ns_pids, processes_named};
 pub use sockets::{
-    ConnOwner, Listener, TcpSocket, connection_owners, parse_tcp_rows, redis_ports, tcp_listeners,
+    ConnOwner, Listener, RedisServer, TcpSocket, connection_owners, connection_owners_in,
+    parse_tcp_rows, redis_ports, redis_servers, tcp_listeners,
 };
 pub use trust::{trusted_server, user_ids};
 

@@ -33,7 +33,7 @@ pub fn processes_named(names: &[&str]) -> anyhow::Result<Vec<ProcessInfo>> {
 }
 
 /// Pids of all processes (thread-group leaders; threads share their leader's fd table).
-pub(super) fn all_pids() -> anyhow::Result<Vec<u32>> {
+pub fn all_pids() -> anyhow::Result<Vec<u32>> {
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")
         .context("listing /proc")?
         // An entry that fails to read is a process that just exited.
@@ -189,5 +189,69 @@ mod tests {
             &info("keydb-server-ex", &[]),
             &["keydb-server-extra"]
         ));
+    }
+}
+
+/// The pids of process `pid` in each nested pid namespace, outermost (ours, for a
+/// host-wide tool) first: /proc/PID/status's `NSpid:` line.
+pub fn ns_pids(pid: u32) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_ns_pids(&status)
+}
+
+/// The `NSpid:` line of a /proc/PID/status text.
+pub fn parse_ns_pids(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let pids: Option<Vec<u32>> = line.split_whitespace().map(|p| p.parse().ok()).collect();
+    pids.filter(|p| !p.is_empty())
+}
+
+/// The pid on this host of the Redis whose own INFO says `process_id:ns_pid`: in a
+/// container with its own pid namespace that number is the container's (often 1).
+/// `hint` is the pid the server had when it was found; `netns` its network namespace.
+/// `None` when no process matches: a pid from INFO is never used unchecked.
+pub fn host_pid(ns_pid: u32, netns: Option<u32>, hint: Option<u32>) -> Option<u32> {
+    let innermost = |pid: u32| ns_pids(pid).and_then(|p| p.last().copied());
+    let same_net = |pid: u32| netns.is_none() || super::netns::netns_of_pid(pid) == netns;
+    if let Some(h) = hint
+        && innermost(h) == Some(ns_pid)
+        && same_net(h)
+    {
+        return Some(h);
+    }
+    // In our own pid namespace the numbers agree.
+    if ns_pids(ns_pid).is_some_and(|p| p.len() == 1) && same_net(ns_pid) {
+        return Some(ns_pid);
+    }
+    processes_named(&super::SERVER_NAMES)
+        .ok()?
+        .into_iter()
+        .map(|p| p.pid)
+        .find(|&pid| innermost(pid) == Some(ns_pid) && same_net(pid))
+}
+
+#[cfg(test)]
+mod ns_pid_tests {
+    use super::*;
+
+    #[test]
+    fn reads_nspid_lines() {
+        // A process in a container's pid namespace, as the host sees it, and one on the host.
+        let container = "Name:\tredis-server\nTgid:\t48211\nNgid:\t0\nPid:\t48211\nPPid:\t48190\nNSpid:\t48211\t1\nNSpgid:\t48211\t1\n";
+        assert_eq!(parse_ns_pids(container), Some(vec![48211, 1]));
+        assert_eq!(parse_ns_pids("Name:\tx\nNSpid:\t900\n"), Some(vec![900]));
+        assert_eq!(parse_ns_pids("Name:\tx\n"), None);
+        assert_eq!(parse_ns_pids("NSpid:\t9x\n"), None);
+        assert_eq!(parse_ns_pids("NSpid:\n"), None);
+    }
+
+    #[test]
+    fn our_own_pid_translates_to_itself() {
+        let me = std::process::id();
+        assert_eq!(
+            host_pid(me, super::super::netns::own_netns(), None),
+            Some(me)
+        );
+        assert_eq!(host_pid(me, None, Some(me)), Some(me));
     }
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use procfs::net::{TcpNetEntry, TcpState};
 
+use super::container::{Container, container_of};
+use super::netns::netns_of_pid;
 use super::process::{InfoCache, ProcessInfo, all_pids, processes_named};
 
 /// A TCP socket in LISTEN state (IPv4 or IPv6).
@@ -20,9 +22,86 @@ pub struct Listener {
 /// A non-listening TCP socket and the process holding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnOwner {
+    /// The network namespace of the socket table it was read from (`None`: ours, unread).
+    pub netns: Option<u32>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub process: ProcessInfo,
+}
+
+/// A running Redis-like server: its process, network namespace, container and the
+/// addresses it listens on there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisServer {
+    pub process: ProcessInfo,
+    /// `None` when /proc/PID/ns/net could not be read.
+    pub netns: Option<u32>,
+    pub container: Option<Container>,
+    /// Its listening addresses, sorted by port then address.
+    pub listeners: Vec<SocketAddr>,
+}
+
+impl RedisServer {
+    /// Its listening ports, each once, sorted.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut p: Vec<u16> = self.listeners.iter().map(|a| a.port()).collect();
+        p.dedup();
+        p
+    }
+}
+
+/// Every running process named one of `names` that listens on a TCP port, in whatever
+/// network namespace: each one's own socket tables (/proc/PID/net/tcp{,6} show the
+/// namespace of PID) are read once per namespace, and its fds name its listeners.
+/// Sorted by namespace, then port, then pid. A server whose tables or fds cannot be
+/// read is left out.
+///
+/// Of several processes sharing one listening socket (a forked child that inherited
+/// it), the earliest started is kept.
+pub fn redis_servers(names: &[&str]) -> anyhow::Result<Vec<RedisServer>> {
+    let candidates = processes_named(names)?;
+    let mut tables: HashMap<Option<u32>, Vec<TcpSocket>> = HashMap::new();
+    let mut servers: Vec<RedisServer> = Vec::new();
+    let mut claimed: HashSet<u64> = HashSet::new();
+    let mut by_age = candidates;
+    by_age.sort_by_key(start_order);
+    for p in by_age {
+        let netns = netns_of_pid(p.pid);
+        if let std::collections::hash_map::Entry::Vacant(v) = tables.entry(netns) {
+            match tcp_sockets_in(Some(p.pid)) {
+                Ok(t) => {
+                    v.insert(t.into_iter().filter(|s| s.listening).collect());
+                }
+                Err(_) => continue,
+            }
+        }
+        let listening = tables.get(&netns).map(Vec::as_slice).unwrap_or_default();
+        let wanted: HashSet<u64> = listening.iter().map(|s| s.inode).collect();
+        let owned = socket_owners(&wanted, &[p.pid]);
+        let mut listeners: Vec<SocketAddr> = listening
+            .iter()
+            .filter(|s| owned.contains_key(&s.inode) && claimed.insert(s.inode))
+            .map(|s| s.local)
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        listeners.sort_by_key(|a| (a.port(), *a));
+        servers.push(RedisServer {
+            container: container_of(p.pid),
+            process: p,
+            netns,
+            listeners,
+        });
+    }
+    servers.sort_by_key(|s| {
+        (
+            s.netns,
+            s.listeners.first().map(|a| a.port()),
+            s.process.pid,
+        )
+    });
+    Ok(servers)
 }
 
 /// TCP sockets in LISTEN state in the current network namespace, from /proc/net/tcp and
@@ -101,28 +180,50 @@ pub fn redis_ports(names: &[&str]) -> anyhow::Result<Vec<(u16, ProcessInfo)>> {
 /// listen queue (not accepted yet) have no file, and other users' processes may be
 /// unreadable. Sorted by local then remote address.
 pub fn connection_owners(ports: &[u16]) -> anyhow::Result<Vec<ConnOwner>> {
+    connection_owners_in(&[], ports)
+}
+
+/// [`connection_owners`] in our own namespace and in each `(namespace, pid)`'s (read
+/// through that pid's socket tables), each owner tagged with its namespace.
+pub fn connection_owners_in(
+    namespaces: &[(u32, u32)],
+    ports: &[u16],
+) -> anyhow::Result<Vec<ConnOwner>> {
     if ports.is_empty() {
         return Ok(Vec::new());
     }
-    let conns: Vec<TcpSocket> = tcp_sockets()?
+    let own = netns_of_pid(std::process::id());
+    let mut tables: Vec<(Option<u32>, Vec<TcpSocket>)> = vec![(own, tcp_sockets()?)];
+    for &(ns, pid) in namespaces {
+        if tables.iter().any(|(n, _)| *n == Some(ns)) {
+            continue;
+        }
+        // A server that exited meanwhile takes its namespace's table with it.
+        if let Ok(t) = tcp_sockets_in(Some(pid)) {
+            tables.push((Some(ns), t));
+        }
+    }
+    let conns: Vec<(Option<u32>, TcpSocket)> = tables
         .into_iter()
-        .filter(|s| {
+        .flat_map(|(ns, t)| t.into_iter().map(move |s| (ns, s)))
+        .filter(|(_, s)| {
             !s.listening && (ports.contains(&s.local.port()) || ports.contains(&s.remote.port()))
         })
         .collect();
     if conns.is_empty() {
         return Ok(Vec::new());
     }
-    let wanted: HashSet<u64> = conns.iter().map(|s| s.inode).collect();
+    let wanted: HashSet<u64> = conns.iter().map(|(_, s)| s.inode).collect();
     let owners = socket_owners(&wanted, &all_pids()?);
 
     let mut infos = InfoCache::default();
     let mut result: Vec<ConnOwner> = conns
         .iter()
-        .filter_map(|s| {
+        .filter_map(|(netns, s)| {
             let pids = owners.get(&s.inode)?;
             let process = pick_owner(pids, |pid| infos.get(pid))?;
             Some(ConnOwner {
+                netns: *netns,
                 local: s.local,
                 remote: s.remote,
                 process,
@@ -166,13 +267,24 @@ pub fn parse_tcp_rows(text: &str) -> anyhow::Result<Vec<TcpSocket>> {
 
 /// Both socket tables of the current network namespace.
 fn tcp_sockets() -> anyhow::Result<Vec<TcpSocket>> {
-    let text = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
-    let mut sockets = parse_tcp_rows(&text).context("parsing /proc/net/tcp")?;
-    match std::fs::read_to_string("/proc/net/tcp6") {
-        Ok(text) => sockets.extend(parse_tcp_rows(&text).context("parsing /proc/net/tcp6")?),
+    tcp_sockets_in(None)
+}
+
+/// Both socket tables of process `pid`'s network namespace (ours for `None`).
+fn tcp_sockets_in(pid: Option<u32>) -> anyhow::Result<Vec<TcpSocket>> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}/net"),
+        None => "/proc/net".to_string(),
+    };
+    let v4 = format!("{dir}/tcp");
+    let text = std::fs::read_to_string(&v4).with_context(|| format!("reading {v4}"))?;
+    let mut sockets = parse_tcp_rows(&text).with_context(|| format!("parsing {v4}"))?;
+    let v6 = format!("{dir}/tcp6");
+    match std::fs::read_to_string(&v6) {
+        Ok(text) => sockets.extend(parse_tcp_rows(&text).with_context(|| format!("parsing {v6}"))?),
         // The table does not exist when IPv6 is disabled on the host.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).context("reading /proc/net/tcp6"),
+        Err(e) => return Err(e).with_context(|| format!("reading {v6}")),
     }
     Ok(sockets)
 }

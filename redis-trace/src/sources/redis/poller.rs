@@ -176,6 +176,15 @@ impl PollWorker {
     }
 
     fn run(self) {
+        // This thread is the server's only client: it lives in the server's namespace.
+        if let Some(ns) = &self.target.netns
+            && let Err(e) = ns.enter_on_this_thread()
+        {
+            let _ = self.send(PollerMsg::Down {
+                error: format!("{e:#}: Redis's own view is not read, kernel evidence only"),
+            });
+            return;
+        }
         let mut backoff = BACKOFF_MIN;
         let mut last_down: Option<String> = None;
         while !self.stopped() {

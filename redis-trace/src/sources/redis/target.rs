@@ -14,6 +14,9 @@ pub struct Target {
     pub password: Option<String>,
     /// Set to speak TLS: a `rediss://` URL, or any `--tls-*` option.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Connect from inside this network namespace (a server in a container or pod,
+    /// reached on its own loopback); `None`: from redis-trace's own.
+    pub netns: Option<std::sync::Arc<crate::sources::procinfo::NetnsHandle>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -22,6 +25,7 @@ impl std::fmt::Debug for Target {
             .field("url", &self.url)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls.is_some())
+            .field("netns", &self.netns.as_ref().map(|n| n.inode))
             .finish()
     }
 }
@@ -69,6 +73,12 @@ impl Target {
         }
     }
 
+    /// Connections made from inside `netns` (see [`Target::netns`]).
+    pub fn in_netns(mut self, netns: Option<crate::sources::procinfo::NetnsHandle>) -> Target {
+        self.netns = netns.map(std::sync::Arc::new);
+        self
+    }
+
     /// TLS with these settings: for a `rediss://` URL (with the host's trust store when
     /// no option says otherwise), or when any `--tls-*` option is given. The files are
     /// read now: a bad one is an error before anything connects.
@@ -103,6 +113,7 @@ impl Target {
             url,
             password,
             tls: None,
+            netns: None,
         })
     }
 

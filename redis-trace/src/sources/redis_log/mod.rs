@@ -71,7 +71,7 @@ mod parse;
 mod tail;
 
 pub use parse::{parse_line, parse_lines};
-pub use tail::{LogFollower, LogTail, open_regular_file};
+pub use tail::{LogFollower, LogLocation, LogTail, open_regular_file};
 
 /// What a log line says happened.
 #[derive(Debug, Clone, PartialEq, Eq)]

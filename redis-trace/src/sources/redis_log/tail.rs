@@ -17,11 +17,116 @@ use super::parse::{Context, parse_line};
 /// open never blocks (`O_NONBLOCK`: a FIFO would hang the capture), and anything but a
 /// regular file is refused before a byte is read.
 pub fn open_regular_file(path: &Path) -> anyhow::Result<(File, std::fs::Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
+    open_checked(&LogLocation::plain(path))
+}
+
+/// Where a log is: a plain path, or a path inside a directory that the walk may not
+/// leave (a containerised server's root, or its working directory).
+#[derive(Debug, Clone)]
+pub struct LogLocation {
+    /// `None`: `path` is opened as is.
+    dir: Option<std::sync::Arc<File>>,
+    /// Relative to `dir` when there is one.
+    path: PathBuf,
+    /// How `path` is resolved under `dir` (`RESOLVE_IN_ROOT` or `RESOLVE_BENEATH`).
+    resolve: u64,
+    /// What messages call it.
+    shown: PathBuf,
+}
+
+impl LogLocation {
+    pub fn plain(path: &Path) -> Self {
+        Self {
+            dir: None,
+            path: path.to_path_buf(),
+            resolve: 0,
+            shown: path.to_path_buf(),
+        }
+    }
+
+    /// `path` (absolute, as Redis names it) inside the root directory of process `pid`:
+    /// every symlink on the way resolves inside that root, as it does for the server,
+    /// never to the host's files (openat2 RESOLVE_IN_ROOT).
+    pub fn in_root_of(pid: u32, path: &Path) -> anyhow::Result<Self> {
+        Self::under(format!("/proc/{pid}/root"), path, libc::RESOLVE_IN_ROOT)
+    }
+
+    /// `path` (relative, as Redis names it) under the working directory of process
+    /// `pid`, never leaving it (RESOLVE_BENEATH).
+    pub fn in_cwd_of(pid: u32, path: &Path) -> anyhow::Result<Self> {
+        Self::under(format!("/proc/{pid}/cwd"), path, libc::RESOLVE_BENEATH)
+    }
+
+    fn under(dir: String, path: &Path, resolve: u64) -> anyhow::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)
+            .with_context(|| format!("opening {dir}"))?;
+        let rel: PathBuf = path
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::RootDir))
+            .collect();
+        Ok(Self {
+            dir: Some(std::sync::Arc::new(handle)),
+            shown: Path::new(&dir).join(&rel),
+            path: rel,
+            resolve: resolve | libc::RESOLVE_NO_MAGICLINKS,
+        })
+    }
+
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    /// Opens it with `flags`, `O_NOFOLLOW | O_CLOEXEC` always added.
+    fn open_with(&self, flags: i32) -> std::io::Result<File> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let Some(dir) = &self.dir else {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(&self.path);
+        };
+        let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: open_how is plain data; all-zero is its documented default.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = flags as u64;
+        how.resolve = self.resolve;
+        // SAFETY: a valid directory fd, a NUL-terminated path and an open_how of the size
+        // passed; the returned fd, when not negative, is ours to own.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { File::from_raw_fd(fd as i32) })
+    }
+
+    /// The file's identity now (without following a last symlink), for rotation.
+    fn identity(&self) -> Option<(u64, u64)> {
+        let f = self.open_with(libc::O_PATH).ok()?;
+        let m = f.metadata().ok()?;
+        Some((m.dev(), m.ino()))
+    }
+}
+
+fn open_checked(at: &LogLocation) -> anyhow::Result<(File, std::fs::Metadata)> {
+    let path = at.shown();
+    let file = at
+        .open_with(libc::O_RDONLY | libc::O_NONBLOCK)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
                 anyhow::anyhow!(
@@ -48,7 +153,7 @@ pub fn open_regular_file(path: &Path) -> anyhow::Result<(File, std::fs::Metadata
 /// Follows a Redis log file: what is appended after [`LogTail::open`], across truncation
 /// and rotation.
 pub struct LogTail {
-    path: PathBuf,
+    at: LogLocation,
     file: File,
     dev: u64,
     ino: u64,
@@ -119,11 +224,16 @@ impl LogTail {
     /// Opens the log and positions at its current end (we only want what happens during
     /// the capture).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let (file, meta) = open_regular_file(path)?;
+        Self::open_at(LogLocation::plain(path))
+    }
+
+    /// [`LogTail::open`] for a log somewhere a walk may not leave (see [`LogLocation`]).
+    pub fn open_at(at: LogLocation) -> anyhow::Result<Self> {
+        let (file, meta) = open_checked(&at)?;
         let pos = meta.len();
         let skipping = pos > 0 && !byte_before_is_newline(&file, pos);
         Ok(Self {
-            path: path.to_path_buf(),
+            at,
             file,
             dev: meta.dev(),
             ino: meta.ino(),
@@ -146,15 +256,15 @@ impl LogTail {
         if budget == 0 {
             return out;
         }
-        let rotated = match std::fs::symlink_metadata(&self.path) {
-            Ok(meta) => meta.dev() != self.dev || meta.ino() != self.ino,
+        let rotated = match self.at.identity() {
+            Some((dev, ino)) => dev != self.dev || ino != self.ino,
             // Renamed and not recreated yet: keep the old file, look again next time.
-            Err(_) => false,
+            None => false,
         };
         if rotated {
             // The new file gets the same checks as the first (a symlink or FIFO put in
             // its place is not followed).
-            if let Ok((file, meta)) = open_regular_file(&self.path) {
+            if let Ok((file, meta)) = open_checked(&self.at) {
                 {
                     // A last line without its newline in the old file: take it as complete.
                     self.end_line(&[], &mut out);
@@ -172,7 +282,7 @@ impl LogTail {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.at.shown()
     }
 
     /// Reads what `self.file` holds past `self.pos`, within `budget`.
