@@ -521,3 +521,86 @@ fn a_dnat_port_mapping_still_explains_an_output_buffer_limit() {
     drop(redis);
     drop(ns);
 }
+
+/// A TCP forwarder, as a proxy in front of Redis: perl (Debian's perl-base) copied under
+/// the name `haproxy`, so that its task name is the proxy's. Killed on drop.
+struct Proxy {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+const FORWARDER: &str = r#"
+use IO::Socket::INET; use IO::Select;
+my ($lport, $rport) = @ARGV;
+my $l = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $lport, Listen => 5,
+    ReuseAddr => 1) or die "listen: $!";
+$| = 1; print "ready\n";
+while (my $c = $l->accept) {
+    my $u = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $rport) or next;
+    my $s = IO::Select->new($c, $u); my $done = 0;
+    while (!$done) {
+        my @r = $s->can_read(30); $done = 1 unless @r;
+        for my $h (@r) {
+            my $buf; my $n = sysread($h, $buf, 65536);
+            if (!$n) { $done = 1; last }
+            syswrite($h == $c ? $u : $c, $buf);
+        }
+    }
+    close $u; close $c;
+}
+"#;
+
+impl Proxy {
+    fn start(to: u16) -> Self {
+        use std::io::BufRead as _;
+        let dir = scenario_tests::private_dir("rt-proxy");
+        let bin = dir.join("haproxy");
+        std::fs::copy("/usr/bin/perl", &bin).expect("perl (perl-base) copied as haproxy");
+        let port = free_port();
+        let mut child = Command::new(&bin)
+            .args(["-e", FORWARDER, &port.to_string(), &to.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the proxy");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(out).read_line(&mut line).expect("proxy ready");
+        assert_eq!(line.trim(), "ready");
+        Self { child, dir, port }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_local_proxy_holding_the_client_end_is_named() {
+    require_root();
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port);
+    let mut cap = capture(&["--port", &redis.port.to_string()]);
+    wait_connected(&mut cap, redis.pid());
+    let mut s = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, proxy.port)))
+        .expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    ping(&mut s);
+    // The client leaves; the proxy closes its own connection to Redis.
+    drop(s);
+    let r = cap.wait_for(Duration::from_secs(10), |r| {
+        r["type"] == "connection_closed" && r["server"] == redis.addr().to_string()
+    });
+    let records = cap.stop();
+    assert!(records.iter().all(|x| x["type"] != "connection_closed" || x == &r));
+    assert_eq!(r["cause"], "client_close", "{r:#}");
+    assert_eq!(r["comm"], "haproxy", "{r:#}");
+    assert_eq!(r["peer_proxy"]["comm"], "haproxy", "{r:#}");
+    assert_eq!(r["peer_proxy"]["pid"], proxy.child.id(), "{r:#}");
+    assert!(evidence(&r).contains("a proxy: the real client is behind it"), "{r:#}");
+}

@@ -615,6 +615,33 @@ fn a_server_in_its_own_root_and_namespace_is_probed_and_its_log_read_inside_its_
     assert_eq!(resp::command(&mut idle, &["PING"]).expect("PING"), "+PONG");
     let client = addr(&idle);
     wait_closed(&mut idle, Duration::from_secs(10));
+    // A subscriber that reads nothing, dropped for its output buffer: Redis logs that
+    // (warning level), in the log inside its root.
+    let connect = |name: &str| {
+        let port = redis.port;
+        scenario_tests::in_netns(name, move || {
+            TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        })
+        .expect("netns")
+        .expect("connect inside the namespace")
+    };
+    let mut publisher = connect(&name);
+    let set = ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 60"];
+    assert_eq!(resp::command(&mut publisher, &set).expect("CONFIG SET"), "+OK");
+    let mut sub = connect(&name);
+    let subscriber = addr(&sub);
+    assert_eq!(
+        resp::command(&mut sub, &["SUBSCRIBE", "news"]).expect("SUBSCRIBE"),
+        "subscribe news :1"
+    );
+    let payload = "x".repeat(64 * 1024);
+    let mut last = String::new();
+    let dropped = (0..500).any(|_| {
+        last = resp::command(&mut publisher, &["PUBLISH", "news", &payload]).expect("PUBLISH");
+        last == ":0"
+    });
+    assert!(dropped, "Redis never dropped the subscriber after 32 MiB: {last}");
+    drop(publisher);
     let records = cap.stop();
     let r = scenario_tests::closed_for(&records, client);
     assert_eq!(r["cause"], "redis_idle_timeout", "{r:#}");
@@ -623,18 +650,23 @@ fn a_server_in_its_own_root_and_namespace_is_probed_and_its_log_read_inside_its_
         r["redis_code_path"]["decided_in"], "clientsCronHandleTimeout",
         "the uprobes on the root's own binary: {r:#}"
     );
+    let r = scenario_tests::closed_for(&records, subscriber);
+    assert_eq!(r["cause"], "redis_output_buffer_limit", "{r:#}");
     let ev: Vec<&str> = r["evidence"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     assert!(
-        ev.iter().any(|e| e.starts_with("Redis log: ")),
-        "the log inside the root was read: {r:#}"
+        ev.iter()
+            .any(|e| e.starts_with("Redis log: ") && e.contains(&subscriber.to_string())),
+        "the log inside the root was read, not the decoy at the same path on the host: {r:#}"
     );
     assert!(
-        std::fs::read_to_string(inside.join("redis.log")).is_ok_and(|l| l.contains("idle")),
+        std::fs::read_to_string(inside.join("redis.log"))
+            .is_ok_and(|l| l.contains("output buffer limits")),
         "the server wrote its log inside its root"
     );
+    drop(sub);
     drop(redis);
     drop(ns);
 }

@@ -943,3 +943,33 @@ fn report_reads_only_regular_files() {
     let err = load(&[PathBuf::from("/dev/null")]).expect_err("/dev/null is no capture");
     assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
 }
+
+#[test]
+fn several_servers_on_one_host_get_a_table_by_server() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Two containers' servers on one node: every other record is the second's.
+    let n = AtomicUsize::new(0);
+    let cap = edited(REAL, |r| {
+        if r["type"] == "connection_closed" {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            r["redis_server"] = if i % 2 == 0 {
+                serde_json::json!({"pid": 101, "netns": 4026532301_u64})
+            } else {
+                serde_json::json!({"pid": 202, "netns": 4026532302_u64,
+                    "container": {"runtime": "docker", "id": "4f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"}})
+            };
+        }
+    });
+    let r = render(&[cap], &opts(false)).expect("render");
+    assert!(r.markdown.contains("By server:"), "{}", r.markdown);
+    assert!(r.markdown.contains("| `pid 101, netns 4026532301` | 4 |"), "{}", r.markdown);
+    assert!(
+        r.markdown
+            .contains("| `docker 4f1e2d3c4b5a, pid 202, netns 4026532302` | 3 |"),
+        "{}",
+        r.markdown
+    );
+    // One server: no table.
+    let one = report(&[REAL], false);
+    assert!(!one.markdown.contains("By server:"));
+}
