@@ -566,7 +566,9 @@ impl Proxy {
             .expect("starting the proxy");
         let mut line = String::new();
         let out = child.stdout.take().expect("stdout");
-        std::io::BufReader::new(out).read_line(&mut line).expect("proxy ready");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("proxy ready");
         assert_eq!(line.trim(), "ready");
         Self { child, dir, port }
     }
@@ -589,7 +591,8 @@ fn a_local_proxy_holding_the_client_end_is_named() {
     wait_connected(&mut cap, redis.pid());
     let mut s = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, proxy.port)))
         .expect("connect to the proxy");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     ping(&mut s);
     // The client leaves; the proxy closes its own connection to Redis.
     drop(s);
@@ -597,10 +600,17 @@ fn a_local_proxy_holding_the_client_end_is_named() {
         r["type"] == "connection_closed" && r["server"] == redis.addr().to_string()
     });
     let records = cap.stop();
-    assert!(records.iter().all(|x| x["type"] != "connection_closed" || x == &r));
+    assert!(
+        records
+            .iter()
+            .all(|x| x["type"] != "connection_closed" || x == &r)
+    );
     assert_eq!(r["cause"], "client_close", "{r:#}");
     assert_eq!(r["comm"], "haproxy", "{r:#}");
     assert_eq!(r["peer_proxy"]["comm"], "haproxy", "{r:#}");
     assert_eq!(r["peer_proxy"]["pid"], proxy.child.id(), "{r:#}");
-    assert!(evidence(&r).contains("a proxy: the real client is behind it"), "{r:#}");
+    assert!(
+        evidence(&r).contains("a proxy: the real client is behind it"),
+        "{r:#}"
+    );
 }

@@ -626,8 +626,16 @@ fn a_server_in_its_own_root_and_namespace_is_probed_and_its_log_read_inside_its_
         .expect("connect inside the namespace")
     };
     let mut publisher = connect(&name);
-    let set = ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 60"];
-    assert_eq!(resp::command(&mut publisher, &set).expect("CONFIG SET"), "+OK");
+    let set = [
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 64kb 32kb 60",
+    ];
+    assert_eq!(
+        resp::command(&mut publisher, &set).expect("CONFIG SET"),
+        "+OK"
+    );
     let mut sub = connect(&name);
     let subscriber = addr(&sub);
     assert_eq!(
@@ -640,7 +648,10 @@ fn a_server_in_its_own_root_and_namespace_is_probed_and_its_log_read_inside_its_
         last = resp::command(&mut publisher, &["PUBLISH", "news", &payload]).expect("PUBLISH");
         last == ":0"
     });
-    assert!(dropped, "Redis never dropped the subscriber after 32 MiB: {last}");
+    assert!(
+        dropped,
+        "Redis never dropped the subscriber after 32 MiB: {last}"
+    );
     drop(publisher);
     let records = cap.stop();
     let r = scenario_tests::closed_for(&records, client);

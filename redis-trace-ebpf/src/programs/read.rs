@@ -133,34 +133,31 @@ pub(super) fn addrs(ctx: &Rec, l: &AddrLayout, family: u16) -> Option<([u8; 16],
 
 /// The network namespace of the tracepoint's socket (`sk->__sk_common.skc_net->ns.inum`,
 /// at offsets from this kernel's BTF), or [`NO_NETNS`] when there is no socket or no
-/// offsets.
+/// offsets. A missing socket (address 0) makes an address the helper refuses, which
+/// reads as 0, rather than a branch: each branch on a value read at run time multiplies
+/// the paths the verifier walks in every program that reads a key (the offsets are
+/// constants of the frozen configuration, which it resolves).
 #[inline(always)]
 pub(super) fn netns_of(ctx: &Rec, skaddr: u16) -> u32 {
     let n = &config!(netns);
     if n.skc_net == ABSENT_OFFSET || n.ns_inum == ABSENT_OFFSET {
         return NO_NETNS;
     }
-    let Some(sk) = field::<u64>(ctx, skaddr).filter(|sk| *sk != 0) else {
-        return NO_NETNS;
-    };
+    let sk = field::<u64>(ctx, skaddr).unwrap_or(0);
     // SAFETY: the helper checks the kernel address and fails cleanly on a bad one.
-    let net = unsafe { bpf_probe_read_kernel((sk + u64::from(n.skc_net)) as *const u64) };
-    let Some(net) = net.ok().filter(|p| *p != 0) else {
-        return NO_NETNS;
-    };
+    let net =
+        unsafe { bpf_probe_read_kernel((sk.wrapping_add(u64::from(n.skc_net))) as *const u64) }
+            .unwrap_or(0);
     // SAFETY: as above.
-    unsafe { bpf_probe_read_kernel((net + u64::from(n.ns_inum)) as *const u32) }.unwrap_or(NO_NETNS)
+    unsafe { bpf_probe_read_kernel((net.wrapping_add(u64::from(n.ns_inum))) as *const u32) }
+        .unwrap_or(NO_NETNS)
 }
 
 /// The connection's key, with the namespace of the socket at `skaddr` ([`ABSENT`] when
 /// the tracepoint has none); `None` when a scoped capture does not trace that namespace.
 #[inline(always)]
 pub(super) fn key_of(ctx: &Rec, l: &AddrLayout, t: &Tuple, skaddr: u16) -> Option<ConnKey> {
-    let netns = if skaddr == ABSENT {
-        NO_NETNS
-    } else {
-        netns_of(ctx, skaddr)
-    };
+    let netns = netns_of(ctx, skaddr);
     // An event without a namespace (a socket error report) passes: userspace joins it
     // to its connection, which was scoped already.
     if config!(netns).scoped != 0 && netns != NO_NETNS {

@@ -8,7 +8,7 @@
 //! (Documentation/bpf/btf.rst); every length and offset in it is checked, so a damaged
 //! file gives an error, never a panic or a wrong offset.
 use std::collections::HashSet;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -49,54 +49,51 @@ pub fn netns_offsets_in(mut file: impl Read + Seek) -> Result<NetnsOffsets> {
     ensure!(hdr_len >= 24, "BTF header of {hdr_len} bytes");
 
     // Pass 1: which string offsets read as each wanted name (a name can also be the
-    // tail of a longer string: `net` inside `skc_net`).
+    // tail of a longer string: `net` inside `skc_net`): every `name\0` in the section.
     const NAMES: [&str; 6] = ["sock_common", "skc_net", "net", "ns", "ns_common", "inum"];
+    let needles: Vec<Vec<u8>> = NAMES
+        .iter()
+        .map(|n| [n.as_bytes(), b"\0"].concat())
+        .collect();
+    let finders: Vec<memchr::memmem::Finder<'_>> = needles
+        .iter()
+        .map(|n| memchr::memmem::Finder::new(n))
+        .collect();
     let mut at: [HashSet<u32>; 6] = Default::default();
     file.seek(SeekFrom::Start(hdr_len + str_off))?;
-    let mut strings = BufReader::with_capacity(64 * 1024, (&mut file).take(str_len));
-    let mut current: Vec<u8> = Vec::new();
-    let mut offset: u32 = 0;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let n = strings.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        for &b in &chunk[..n] {
-            if b == 0 {
-                let end = offset;
-                for (i, name) in NAMES.iter().enumerate() {
-                    if current.ends_with(name.as_bytes()) {
-                        at[i].insert(end - name.len() as u32);
-                    }
+    let mut strings = Chunks::new((&mut file).take(str_len));
+    // Each chunk starts with the tail of the one before, so a name across the seam is
+    // found once, in the chunk where it ends.
+    const KEEP: usize = 16;
+    let mut base: u64 = 0;
+    let mut tail: Vec<u8> = Vec::new();
+    while let Some(chunk) = strings.next_chunk()? {
+        let mut window = std::mem::take(&mut tail);
+        let carried = window.len();
+        window.extend_from_slice(chunk);
+        for (i, f) in finders.iter().enumerate() {
+            for pos in f.find_iter(&window) {
+                // Only matches that end in the new bytes: the others were found before.
+                if pos + needles[i].len() > carried {
+                    let off = base + pos as u64 - carried as u64;
+                    at[i].insert(u32::try_from(off).context("string offset out of range")?);
                 }
-                current.clear();
-            } else if current.len() < 64 {
-                current.push(b);
-            } else {
-                // Longer than any wanted name: keep only its tail.
-                current.remove(0);
-                current.push(b);
             }
-            offset = offset.checked_add(1).context("string section too large")?;
         }
+        base += (window.len() - carried) as u64;
+        tail = window[window.len().saturating_sub(KEEP)..].to_vec();
     }
     let is = |name_off: u32, i: usize| at[i].contains(&name_off);
 
     // Pass 2: the members of the three structs.
     file.seek(SeekFrom::Start(hdr_len + type_off))?;
-    let mut types = BufReader::with_capacity(64 * 1024, (&mut file).take(type_len));
-    let word = |r: &mut BufReader<_>| -> Result<u32> {
-        let mut b = [0u8; 4];
-        r.read_exact(&mut b).context("truncated type section")?;
-        Ok(u32::from_le_bytes(b))
-    };
+    let mut types = Chunks::new((&mut file).take(type_len));
+    let le = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let (mut skc_net, mut ns, mut inum) = (None, None, None);
     let mut read: u64 = 0;
     while read < type_len {
-        let name_off = word(&mut types)?;
-        let info = word(&mut types)?;
-        let _size = word(&mut types)?;
+        let head = types.take(12)?;
+        let (name_off, info) = (le(head, 0), le(head, 4));
         read += 12;
         let kind = (info >> 24) & 0x1f;
         let vlen = u64::from(info & 0xffff);
@@ -118,13 +115,12 @@ pub fn netns_offsets_in(mut file: impl Read + Seek) -> Result<NetnsOffsets> {
             None
         };
         let Some(which) = wanted else {
-            std::io::copy(&mut (&mut types).take(extra), &mut std::io::sink())?;
+            types.skip(extra as usize)?;
             continue;
         };
-        for _ in 0..vlen {
-            let m_name = word(&mut types)?;
-            let _m_type = word(&mut types)?;
-            let m_off = word(&mut types)?;
+        let members = types.take(extra as usize)?;
+        for m in members.chunks_exact(12) {
+            let (m_name, m_off) = (le(m, 0), le(m, 8));
             // With kind_flag the low 24 bits are the bit offset.
             let bits = if kind_flag {
                 m_off & 0x00ff_ffff
@@ -151,6 +147,70 @@ pub fn netns_offsets_in(mut file: impl Read + Seek) -> Result<NetnsOffsets> {
         skc_net,
         ns_inum: ns.checked_add(inum).context("offset overflow")?,
     })
+}
+
+/// A reader in 256 KiB chunks: records are parsed in place, and the 5 MB file is never
+/// held whole.
+struct Chunks<R> {
+    r: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> Chunks<R> {
+    const SIZE: usize = 256 * 1024;
+
+    fn new(r: R) -> Self {
+        Self {
+            r,
+            buf: vec![0; Self::SIZE],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next bytes as they come (for the string scan); `None` at the end.
+    fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
+        let n = self.r.read(&mut self.buf)?;
+        Ok((n > 0).then(|| &self.buf[..n]))
+    }
+
+    /// Makes at least `n` bytes available from `start`.
+    fn fill(&mut self, n: usize) -> Result<()> {
+        if self.end - self.start >= n {
+            return Ok(());
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+        while self.end < n {
+            let got = self.r.read(&mut self.buf[self.end..])?;
+            ensure!(got > 0, "truncated type section");
+            self.end += got;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        self.fill(n)?;
+        let s = self.start;
+        self.start += n;
+        Ok(&self.buf[s..s + n])
+    }
+
+    fn skip(&mut self, mut n: usize) -> Result<()> {
+        while n > 0 {
+            let step = n.min(Self::SIZE);
+            self.fill(step)?;
+            self.start += step;
+            n -= step;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +281,21 @@ mod tests {
                 ns_inum: 136
             }
         );
+    }
+
+    #[test]
+    fn a_name_across_the_seam_of_two_chunks_is_found() {
+        // The string section: "\0int\0", a long name, "\0", then "sock_common\0"
+        // straddling the first chunk's end (5 bytes before it, 7 after).
+        let long = "a".repeat(Chunks::<&[u8]>::SIZE - 5 - 1 - 5);
+        let b = blob(&[
+            (long.as_str(), 7, &[]),
+            ("sock_common", 4, &[("skc_net", 48 * 8)]),
+            ("ns_common", 4, &[("inum", 128)]),
+            ("net", 4, &[("ns", 120 * 8)]),
+        ]);
+        let o = netns_offsets_in(Cursor::new(b)).expect("offsets");
+        assert_eq!((o.skc_net, o.ns_inum), (48, 136));
     }
 
     #[test]

@@ -962,7 +962,11 @@ fn several_servers_on_one_host_get_a_table_by_server() {
     });
     let r = render(&[cap], &opts(false)).expect("render");
     assert!(r.markdown.contains("By server:"), "{}", r.markdown);
-    assert!(r.markdown.contains("| `pid 101, netns 4026532301` | 4 |"), "{}", r.markdown);
+    assert!(
+        r.markdown.contains("| `pid 101, netns 4026532301` | 4 |"),
+        "{}",
+        r.markdown
+    );
     assert!(
         r.markdown
             .contains("| `docker 4f1e2d3c4b5a, pid 202, netns 4026532302` | 3 |"),
