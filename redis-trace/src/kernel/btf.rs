@@ -57,7 +57,7 @@ pub fn netns_offsets_in(mut file: impl Read + Seek) -> Result<NetnsOffsets> {
         .collect();
     let finders: Vec<memchr::memmem::Finder<'_>> = needles
         .iter()
-        .map(|n| memchr::memmem::Finder::new(n))
+        .map(memchr::memmem::Finder::new)
         .collect();
     let mut at: [HashSet<u32>; 6] = Default::default();
     file.seek(SeekFrom::Start(hdr_len + str_off))?;

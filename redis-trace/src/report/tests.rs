@@ -952,7 +952,7 @@ fn several_servers_on_one_host_get_a_table_by_server() {
     let cap = edited(REAL, |r| {
         if r["type"] == "connection_closed" {
             let i = n.fetch_add(1, Ordering::Relaxed);
-            r["redis_server"] = if i % 2 == 0 {
+            r["redis_server"] = if i.is_multiple_of(2) {
                 serde_json::json!({"pid": 101, "netns": 4026532301_u64})
             } else {
                 serde_json::json!({"pid": 202, "netns": 4026532302_u64,
