@@ -55,10 +55,8 @@ pub fn netns_offsets_in(mut file: impl Read + Seek) -> Result<NetnsOffsets> {
         .iter()
         .map(|n| [n.as_bytes(), b"\0"].concat())
         .collect();
-    let finders: Vec<memchr::memmem::Finder<'_>> = needles
-        .iter()
-        .map(memchr::memmem::Finder::new)
-        .collect();
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        needles.iter().map(memchr::memmem::Finder::new).collect();
     let mut at: [HashSet<u32>; 6] = Default::default();
     file.seek(SeekFrom::Start(hdr_len + str_off))?;
     let mut strings = Chunks::new((&mut file).take(str_len));

@@ -438,6 +438,7 @@ impl Capture {
             self.flow.assemble(monotonic_ns())?;
             let statuses = self.flow.enricher.poll_sources();
             let mut statuses = statuses;
+            self.watch_restarted(&statuses);
             if opts.uprobes {
                 self.follow_uprobes(&statuses)?;
                 self.check_versions(&mut statuses);
@@ -452,6 +453,18 @@ impl Capture {
                 let lost = load::counters(&self.ebpf).map_or(0, |k| k.ring_full);
                 let line = output::status_line(self.started.elapsed(), &self.flow.counts, lost);
                 self.flow.writers.status(&line);
+            }
+        }
+    }
+
+    /// A traced Redis that restarted has a new pid: its OOM kill, signals and exit are
+    /// watched too (a scoped capture watches by pid only).
+    fn watch_restarted(&mut self, statuses: &[RedisStatus]) {
+        for pid in statuses.iter().filter_map(|s| s.pid) {
+            if self.flow.watched.insert(pid)
+                && let Err(e) = load::watch_pids(&mut self.ebpf, &[pid])
+            {
+                stderr::warn(&format!("not watching restarted Redis pid {pid}: {e:#}"));
             }
         }
     }
