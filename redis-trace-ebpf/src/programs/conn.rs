@@ -187,10 +187,27 @@ fn tuple_of(key: &ConnKey) -> ConnKey {
     }
 }
 
+/// Whether the client address is a loopback one (127.0.0.0/8 as `::ffff:127.x.y.z`, or
+/// `::1`): such a connection never leaves its namespace, so both of its ends share the
+/// key and `TUPLES` has nothing to tell.
+#[inline(always)]
+fn on_loopback(key: &ConnKey) -> bool {
+    let a = &key.client_addr;
+    // Two plain 8-byte loads (a slice comparison would need memcmp, which BPF lacks).
+    // SAFETY: both reads lie within the 16-byte array; any bit pattern is a valid u64.
+    let (hi, lo) = unsafe {
+        (
+            core::ptr::read_unaligned(a.as_ptr() as *const u64),
+            core::ptr::read_unaligned(a.as_ptr().add(8) as *const u64),
+        )
+    };
+    (a[10] == 0xff && a[11] == 0xff && a[12] == 127) || (hi == 0 && lo == u64::from_be(1))
+}
+
 /// Notes that this end of the tuple was seen established.
 #[inline(always)]
 fn mark_tuple(key: &ConnKey, side_: u32) {
-    if key.netns == NO_NETNS {
+    if key.netns == NO_NETNS || on_loopback(key) {
         return;
     }
     let t = tuple_of(key);
@@ -212,7 +229,7 @@ fn peer_elsewhere(key: &ConnKey, side_: u32, flags: u32) -> u32 {
     } else {
         side::SERVER
     });
-    if key.netns == NO_NETNS || flags & other != 0 {
+    if key.netns == NO_NETNS || flags & other != 0 || on_loopback(key) {
         return 0;
     }
     // SAFETY: plain map lookup.
