@@ -93,6 +93,9 @@ pub enum Assembled {
 
 #[derive(Default)]
 struct Group {
+    /// Which group of this key it is: a key's addresses can be reused by a new
+    /// connection while the old one's group waits.
+    generation: u64,
     first_ts: u64,
     closed: Vec<ConnClosed>,
     socks: Vec<SockEvent>,
@@ -131,7 +134,10 @@ pub struct Assembler {
     /// The namespaces of the pending groups of each address tuple: the two ends of a
     /// connection between two namespaces arrive under two keys.
     by_tuple: HashMap<ConnKey, Vec<u32>>,
-    order: VecDeque<(u64, ConnKey)>,
+    order: VecDeque<(u64, ConnKey, u64)>,
+    generations: u64,
+    /// Groups closed early (their key was reused by a new connection), for `flush`.
+    ready: Vec<(ConnKey, Group)>,
     reasons: ResetReasons,
     clock: Clock,
     owners: Owners,
@@ -149,6 +155,8 @@ impl Assembler {
             grace_ns: grace.as_nanos() as u64,
             groups: HashMap::new(),
             by_tuple: HashMap::new(),
+            generations: 0,
+            ready: Vec::new(),
             order: VecDeque::new(),
             reasons,
             clock,
@@ -162,10 +170,13 @@ impl Assembler {
     fn group(&mut self, key: ConnKey, ts: u64) -> &mut Group {
         let order = &mut self.order;
         let by_tuple = &mut self.by_tuple;
+        let generations = &mut self.generations;
         self.groups.entry(key).or_insert_with(|| {
-            order.push_back((ts, key));
+            *generations += 1;
+            order.push_back((ts, key, *generations));
             by_tuple.entry(tuple(&key)).or_default().push(key.netns);
             Group {
+                generation: *generations,
                 first_ts: ts,
                 ..Group::default()
             }
@@ -227,6 +238,19 @@ impl Assembler {
 
     pub fn push_closed(&mut self, c: ConnClosed) {
         let key = self.key_for_closed(&c);
+        // The same addresses, but another start: a new connection that reused them while
+        // the old one's record waited. The old one is complete.
+        let reused = key == c.key
+            && c.start_ns != 0
+            && self.groups.get(&key).is_some_and(|g| {
+                g.closed
+                    .iter()
+                    .any(|o| o.start_ns != 0 && o.start_ns != c.start_ns)
+            });
+        if reused && let Some(old) = self.groups.remove(&key) {
+            self.forget(&key);
+            self.ready.push((key, old));
+        }
         self.absorb_unnamespaced(key);
         let g = self.group(key, c.close_ns);
         g.first_ts = g.first_ts.min(c.close_ns);
@@ -250,12 +274,21 @@ impl Assembler {
     /// Emits every group older than the grace period at kernel time `now_ns`; all of
     /// them when `now_ns` is `u64::MAX` (end of capture).
     pub fn flush(&mut self, now_ns: u64, out: &mut Vec<Assembled>) {
-        while let Some(&(ts, key)) = self.order.front() {
+        for (key, g) in std::mem::take(&mut self.ready) {
+            self.finish(key, g, out);
+        }
+        while let Some(&(ts, key, generation)) = self.order.front() {
             if now_ns != u64::MAX && now_ns.saturating_sub(ts) < self.grace_ns {
                 break;
             }
             self.order.pop_front();
-            if let Some(g) = self.groups.remove(&key) {
+            // An entry of a group already gone (merged, or closed early) is skipped.
+            if self
+                .groups
+                .get(&key)
+                .is_some_and(|g| g.generation == generation)
+                && let Some(g) = self.groups.remove(&key)
+            {
                 self.forget(&key);
                 self.finish(key, g, out);
             }
@@ -896,5 +929,25 @@ mod tests {
             (Some(Side::Server), Some(Side::Client))
         );
         assert_eq!(r.netns, Some(5));
+    }
+
+    #[test]
+    fn addresses_reused_by_a_new_connection_within_the_grace_period_are_two_records() {
+        // The kernel hands out the same client port again: a new connection, its own
+        // start, closed while the first one's record still waits.
+        let out = run(|a| {
+            a.push_closed(closed(how::SENT_FIN, side::CLIENT, 1, 1010 * MS));
+            let mut again = closed(how::SENT_FIN, side::CLIENT, 1, 1030 * MS);
+            again.start_ns = 1020 * MS;
+            a.push_closed(again);
+        });
+        let starts: Vec<Option<u64>> = out
+            .iter()
+            .map(|o| match o {
+                Assembled::Closed(c) => c.start_ns,
+                Assembled::Reset(_) => None,
+            })
+            .collect();
+        assert_eq!(starts, [Some(1000 * MS), Some(1020 * MS)]);
     }
 }
