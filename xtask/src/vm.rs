@@ -62,7 +62,7 @@ pub const KERNELS: &[Kernel] = &[
         name: "6.12",
         suite: "bookworm-backports",
         prefix: "linux-image-6.12.",
-        who: "Debian 12 backports, Ubuntu 24.10-25.04",
+        who: "Debian 12 backports, Debian 13",
     },
 ];
 const SUFFIX: &str = "-amd64-unsigned";
@@ -88,7 +88,7 @@ pub const SCENARIOS: &[(&str, &str, &str)] = &[
     (
         "causes_client_net",
         "client_linger_zero_abort_is_client_reset",
-        "RST received by the server (tcp_receive_reset)",
+        "a client's abort: its RST sent, and received by the server (client_reset)",
     ),
     (
         "causes_client_net",
