@@ -96,6 +96,11 @@ pub const SCENARIOS: &[(&str, &str, &str)] = &[
         "RST from a router between namespaces (tcp_receive_reset, no tcp_send_reset)",
     ),
     (
+        "causes_client_net",
+        "retransmission_timeout_is_a_kernel_reset_or_says_what_is_missing",
+        "the kernel gives up (retransmission timeout: inet_sk_error_report, or its absence)",
+    ),
+    (
         "capture",
         "idle_timeout_is_a_server_fin_from_redis",
         "Redis's idle timeout (server FIN in Redis's context)",
