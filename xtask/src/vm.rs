@@ -112,6 +112,11 @@ pub const SCENARIOS: &[(&str, &str, &str)] = &[
     ),
     (
         "causes_redis",
+        "oom_kill_without_the_oom_probe_is_unknown_never_a_shutdown",
+        "OOM kill with oom:mark_victim left out: unknown, never a wrong cause",
+    ),
+    (
+        "causes_redis",
         "sigkill_from_another_process_is_redis_killed_naming_kill",
         "SIGKILL sent to redis-server (signal:signal_generate, sched_process_exit)",
     ),

@@ -72,15 +72,25 @@ pub fn tracefs_root(notes: &mut Vec<String>) -> Result<PathBuf> {
     tracefs::find_root().context("tracefs mounted but its events directory is missing")
 }
 
+/// Probe ids (`oom:mark_victim,...`) to run without, as on a kernel that cannot run
+/// them: how the scenario tests prove that a missing probe never becomes a wrong cause
+/// on every kernel, and how an operator can check what a capture rests on.
+pub const WITHOUT_PROBES: &str = "REDIS_TRACE_WITHOUT_PROBES";
+
 /// Builds the configuration for this kernel from its format files. Probes whose format
 /// is missing or unusable are returned as unavailable, with the reason.
 pub fn configure(root: &Path) -> (Config, ResetReasons, Vec<(Probe, ProbeStatus)>) {
     let mut cfg = Config::EMPTY;
     let mut reasons = ResetReasons::default();
     let mut unavailable = Vec::new();
+    let left_out = std::env::var(WITHOUT_PROBES).unwrap_or_default();
     for probe in PROBES {
         let dir = root.join("events").join(probe.category).join(probe.name);
-        let result = if dir.is_dir() {
+        let result = if left_out.split(',').any(|p| p.trim() == probe.id()) {
+            Err(anyhow::anyhow!(
+                "left out by {WITHOUT_PROBES} (how the capture degrades on a kernel without it)"
+            ))
+        } else if dir.is_dir() {
             tracefs::read_format(root, probe.category, probe.name)
                 .and_then(|f| layout::apply(&mut cfg, &probe, &f).map(|()| f))
         } else {
