@@ -7,6 +7,7 @@
 #   - musl-tools, mmdebstrap, openssl (the static binary, its tests' roots and certs)
 #   - python3-pip, debian-archive-keyring (cargo xtask builds: PyPI wheels, other
 #     Debian suites; mmdebstrap makes its trixie root)
+#   - qemu-system-x86, busybox-static, kmod (cargo xtask vm-test: Debian's kernels in VMs)
 #   - the nightly toolchain's rust-src (the eBPF crate builds `core` itself)
 #   - the x86_64-unknown-linux-musl target (cargo xtask dist)
 #   - bpf-linker, built against the very LLVM that the nightly rustc ships
@@ -34,6 +35,11 @@ command -v unshare >/dev/null || need_pkgs+=(util-linux)
 # private sources list of other suites.
 python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
 [[ -e /usr/share/keyrings/debian-archive-keyring.gpg ]] || need_pkgs+=(debian-archive-keyring)
+# cargo xtask vm-test: QEMU (TCG), a static busybox for the VMs' initramfs, kmod (depmod
+# and modprobe for the kernels' modules), dpkg-deb for the kernel packages.
+command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_pkgs+=(busybox-static)
+command -v depmod >/dev/null || [[ -x /usr/sbin/depmod || -x /sbin/depmod ]] || need_pkgs+=(kmod)
 if ((${#need_pkgs[@]})); then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

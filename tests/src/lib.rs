@@ -33,6 +33,39 @@ pub fn redis_trace_bin() -> PathBuf {
     bin
 }
 
+/// `major.minor` of the running kernel.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_else(|e| panic!("reading /proc/sys/kernel/osrelease: {e}"));
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("odd kernel release {release:?}"))
+    };
+    (next(), next())
+}
+
+/// The `rst_reason` a record of a RST sent here must carry on this kernel: the reason
+/// (`TCP_STATE`, ...) where `tcp:tcp_send_reset` has one (6.10 and later); before that,
+/// none, and then `capture_started` must say that the reason is missing. A kernel new
+/// enough to have it cannot pass without it.
+pub fn expected_rst_reason(started: &Value, reason: &str) -> Value {
+    if kernel_version() >= (6, 10) {
+        return Value::from(reason);
+    }
+    let said = started["probes_unavailable"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|p| p["probe"] == "tcp:tcp_send_reset reason"));
+    assert!(
+        said,
+        "kernel {:?} has no reset reasons, and capture_started must say so: {started}",
+        kernel_version()
+    );
+    Value::Null
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };

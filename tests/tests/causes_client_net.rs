@@ -387,6 +387,7 @@ fn client_linger_zero_abort_is_client_reset() {
     let mut cap = Cap::start(&["--port", &redis.port.to_string()], None);
     let st = cap.wait_status(redis.port, 0, Duration::from_secs(15));
     assert_connected(&cap.records[st], &redis);
+    let reason = scenario_tests::expected_rst_reason(&cap.records[0], "TCP_STATE");
     let mut s = connect(redis.addr());
     ping(&mut s);
     set_linger_zero(&s);
@@ -396,12 +397,130 @@ fn client_linger_zero_abort_is_client_reset() {
     let r = closed_for(&records, addr);
     assert_eq!(r["closed_by_side"], "client", "{r:#}");
     assert_eq!(r["packet"], "RST", "{r:#}");
-    assert_eq!(r["rst_reason"], "TCP_STATE", "{r:#}");
+    assert_eq!(r["rst_reason"], reason, "{r:#}");
     assert_eq!(r["kernel_event"], "aborted", "{r:#}");
     assert_eq!(r["pid"], my_pid(), "{r:#}");
     assert_eq!(r["cause"], "client_reset", "{r:#}");
     assert_eq!(r["closed_by"], "client", "{r:#}");
-    assert_evidence(&r, "kernel: the client end sent the first RST (TCP_STATE)");
+    match reason.as_str() {
+        Some(reason) => assert_evidence(
+            &r,
+            &format!("kernel: the client end sent the first RST ({reason})"),
+        ),
+        None => assert_evidence(&r, "kernel: the client end sent the first RST by "),
+    }
+}
+
+// ---- 2b: the kernel gives up on a connection (retransmission timeout) --------------
+
+/// A client whose packets stop arriving (dropped in a namespace of our own) with
+/// TCP_USER_TIMEOUT 1 s: its TCP stack gives up (ETIMEDOUT, tcp_write_err), no FIN, no
+/// RST. Where `sock:inet_sk_error_report` exists, that is a `kernel_reset` naming the
+/// error; where the kernel lacks the tracepoint (5.10), the close must not be blamed on
+/// anyone: `unknown`, with the missing probe named in the evidence.
+#[test]
+fn retransmission_timeout_is_a_kernel_reset_or_says_what_is_missing() {
+    require_root();
+    let id = unique();
+    let mut ns = Netns::new();
+    let ns_name = ns
+        .add(format!("rt-{id}-rto"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    run(&["ip", "-n", &ns_name, "link", "set", "lo", "up"]);
+    let port = free_port();
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let probe = {
+        let ns_name = ns_name.clone();
+        move || {
+            in_netns(&ns_name, || {
+                let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(b"PING\r\n")?;
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line)?;
+                Ok(line)
+            })
+            .and_then(|line| line)
+        }
+    };
+    let redis = start_redis(
+        port,
+        Redis::options()
+            .bind("127.0.0.1")
+            .wrapper(&["ip", "netns", "exec", &ns_name])
+            .ready_when(move |_| probe().is_ok_and(|reply| reply.starts_with("+PONG"))),
+    );
+    let cap = Cap::start(&["--port", &port.to_string(), "--no-redis"], None);
+    let started = cap.records[0].clone();
+
+    let mut s = in_netns(&ns_name, || connect(server)).expect("entering the namespace");
+    ping(&mut s);
+    let client = s.local_addr().expect("addr");
+    let ms: libc::c_uint = 1000;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_uint.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&raw const ms).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "TCP_USER_TIMEOUT: {}",
+        std::io::Error::last_os_error()
+    );
+    // From now on nothing the client sends arrives.
+    let nft = |rule: &str| run(&["ip", "netns", "exec", &ns_name, "nft", rule]);
+    nft("add table inet rtto");
+    nft("add chain inet rtto input { type filter hook input priority 0 ; policy accept ; }");
+    nft(&format!(
+        "add rule inet rtto input tcp sport {} tcp dport {port} counter drop",
+        client.port()
+    ));
+    s.write_all(b"PING\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    let got = s.read(&mut buf);
+    assert!(
+        matches!(&got, Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT)),
+        "the client's TCP stack should give up with ETIMEDOUT, got {got:?}"
+    );
+    // Whether this kernel has the tracepoint (redis-trace mounted tracefs if needed).
+    let has_error_report = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|t| std::path::Path::new(&format!("{t}/events/sock/inet_sk_error_report")).is_dir());
+    let (records, _, _) = cap.stop();
+    let r = closed_for(&records, client);
+    assert_eq!(r["observed_on"], "client", "{r:#}");
+    assert_ne!(r["packet"], "FIN", "{r:#}");
+    if has_error_report {
+        assert_eq!(r["kernel_event"], "timeout", "{r:#}");
+        assert_eq!(r["cause"], "kernel_reset", "{r:#}");
+        assert_eq!(r["error"], "ETIMEDOUT", "{r:#}");
+        assert_evidence(
+            &r,
+            "kernel: the client end's TCP stack gave up on the connection",
+        );
+    } else {
+        let said = started["probes_unavailable"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["probe"] == "sock:inet_sk_error_report"));
+        assert!(
+            said,
+            "capture_started must say the tracepoint is missing: {started}"
+        );
+        assert_eq!(r["kernel_event"], "aborted", "{r:#}");
+        assert_eq!(r["cause"], "unknown", "{r:#}");
+        assert_evidence(&r, "sock:inet_sk_error_report is not running");
+    }
+    drop(s);
+    drop(redis);
+    drop(ns);
 }
 
 // ---- 3: a middlebox resets it, in network namespaces of our own ---------------------

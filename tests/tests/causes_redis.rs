@@ -653,6 +653,19 @@ impl Drop for ClientProcess {
 
 #[test]
 fn oom_kill_is_redis_oom_killed_for_every_connection() {
+    oom_kill(false);
+}
+
+/// The same OOM kill, the OOM probe left out (as on 6.1 before its program passed that
+/// verifier): the kernel's SIGKILL and the exit remain, and the cause must be an honest
+/// `redis_close_unknown` naming the missing probe, never `redis_shutdown` or
+/// `redis_killed`.
+#[test]
+fn oom_kill_without_the_oom_probe_is_unknown_never_a_shutdown() {
+    oom_kill(true);
+}
+
+fn oom_kill(without_oom_probe: bool) {
     use std::os::unix::process::ExitStatusExt as _;
     require_root();
     // Declared first, dropped last: after Redis's drop has killed and reaped it.
@@ -666,7 +679,30 @@ fn oom_kill_is_redis_oom_killed_for_every_connection() {
         cg.dir.display(),
         cg.pids()
     );
-    let cap = capture(redis.port);
+    let cap = if without_oom_probe {
+        let cap = Capture::start_env(
+            &[
+                "capture".into(),
+                "--json".into(),
+                "-".into(),
+                "--no-uprobes".into(),
+                "--port".into(),
+                redis.port.to_string(),
+            ],
+            &[("REDIS_TRACE_WITHOUT_PROBES", "oom:mark_victim")],
+        );
+        let lacks = cap.started["probes_unavailable"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["probe"] == "oom:mark_victim"));
+        assert!(
+            lacks,
+            "capture_started must list oom:mark_victim: {}",
+            cap.started
+        );
+        cap
+    } else {
+        capture(redis.port)
+    };
     wait_redis_view(&redis);
 
     // Three idle connections, open before the filling starts.
@@ -706,13 +742,28 @@ fn oom_kill_is_redis_oom_killed_for_every_connection() {
 
     for addr in idle_addrs.into_iter().chain([filler_addr]) {
         let c = closed_for(&records, addr);
-        assert_redis_cause(&c, "redis_oom_killed");
         assert_closed_by_dying_redis(&c, pid);
-        assert_evidence(
-            &c,
-            "kernel: the OOM killer chose redis-server",
-            &[&format!("(pid {pid})")],
-        );
+        if without_oom_probe {
+            assert_redis_cause(&c, "redis_close_unknown");
+            assert_evidence(
+                &c,
+                "kernel: SIGKILL (9) was sent to redis-server by the kernel",
+                &[],
+            );
+            assert_evidence(
+                &c,
+                "kernel: oom:mark_victim was not running (left out by",
+                &[],
+            );
+            assert!(c["killer"].is_null(), "no killer can be named: {c:#}");
+        } else {
+            assert_redis_cause(&c, "redis_oom_killed");
+            assert_evidence(
+                &c,
+                "kernel: the OOM killer chose redis-server",
+                &[&format!("(pid {pid})")],
+            );
+        }
     }
     drop(redis);
     drop(cg);

@@ -376,7 +376,7 @@ pub fn run(root: &Path) -> Result<Vec<Build>> {
 }
 
 /// One run at a time: two would fetch into the same directories.
-fn lock(path: &Path) -> Result<File> {
+pub(crate) fn lock(path: &Path) -> Result<File> {
     use std::os::fd::AsRawFd as _;
     let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is passed.
@@ -397,7 +397,7 @@ fn trixie_key() -> String {
 
 /// Runs `cmd` in its own process group, its output to `log`, killed (the whole group)
 /// after `limit`. On failure the error shows the log's tail.
-fn bounded(what: &str, cmd: &mut Command, log: &Path, limit: Duration) -> Result<()> {
+pub(crate) fn bounded(what: &str, cmd: &mut Command, log: &Path, limit: Duration) -> Result<()> {
     use std::os::unix::process::CommandExt as _;
     eprintln!("xtask: builds: {what}");
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;

@@ -7,6 +7,8 @@
 //!   cargo xtask lint    fmt, clippy, and clippy on the eBPF programs (bpf target)
 //!   cargo xtask test    set up, then unit tests, lints, and the scenario tests (root)
 //!   cargo xtask builds  fetch other Redis/Valkey builds into target/redis-builds/ (root)
+//!   cargo xtask vm-test the scenario tests' core subset on Debian's 5.10, 6.1 and 6.12
+//!                       kernels, each booted in QEMU (root)
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -17,6 +19,7 @@ mod bench;
 mod builds;
 mod dist;
 mod fuzz;
+mod vm;
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +75,17 @@ enum Task {
     /// Check formatting, then clippy on the workspace and on the eBPF programs for the
     /// bpf target (where they are compiled: on the host they are cfg'd out).
     Lint,
+    /// Boot Debian's kernels (5.10, 6.1, 6.12; fetched and cached in target/vm/) in QEMU
+    /// and run the release binary and a core subset of the scenario tests inside each;
+    /// with --kernel all, write the kernel table into docs/compatibility.md. Root.
+    VmTest {
+        /// 5.10, 6.1, 6.12, or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Only the scenarios of the subset whose name contains this.
+        #[arg(last = true)]
+        filter: Option<String>,
+    },
     /// Set up, then run every check CI runs: fmt, clippy, unit tests, scenario tests.
     Test {
         /// Only the scenario tests whose name contains this.
@@ -99,6 +113,17 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` when set, else target/ in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() { d } else { root().join(d) }
+        }
+        _ => root().join("target"),
+    }
 }
 
 fn cargo() -> Command {
@@ -235,7 +260,7 @@ fn build() -> Result<PathBuf> {
             .args(["build", "--release", "--package", "redis-trace"])
             .env("REDIS_TRACE_REQUIRE_EBPF", "1"),
     )?;
-    Ok(root().join("target/release/redis-trace"))
+    Ok(target_dir().join("release/redis-trace"))
 }
 
 /// `cargo fmt --check`, clippy on the host, then clippy on the eBPF crate for the bpf
@@ -357,6 +382,24 @@ fn run() -> Result<()> {
             dist::run(&root(), deb).map(|_| ())
         }
         Task::Builds => builds::run(&root()).map(|_| ()),
+        Task::VmTest { kernel, filter } => {
+            let outcomes = vm::run(
+                &root(),
+                &target_dir(),
+                &vm::Args {
+                    kernel: &kernel,
+                    filter: filter.as_deref(),
+                },
+            )?;
+            let failed: usize = outcomes.iter().map(vm::Outcome::failed).sum();
+            let passed: usize = outcomes.iter().map(vm::Outcome::passed).sum();
+            // One closing line for every kernel together.
+            println!("{passed} passed, {failed} failed");
+            if failed > 0 || passed == 0 {
+                bail!("vm-test: {failed} scenario(s) failed");
+            }
+            Ok(())
+        }
         Task::Lint => {
             let mut steps = Steps::default();
             lint(&mut steps)?;

@@ -72,6 +72,10 @@ fn emit_proc(ev: &ProcEvent) {
     }
 }
 
+/// The furthest into `oom:mark_victim`'s record that its `comm` string may start (its
+/// fixed part is 66 bytes in 6.8+ and in 6.1's backport).
+const MAX_DATA_LOC_OFFSET: usize = 256;
+
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
     let _ = Rec::copy(&ctx).and_then(|r| try_mark_victim(&r));
@@ -86,9 +90,16 @@ fn try_mark_victim(ctx: &Rec) -> Option<()> {
     if let Some(loc) = field::<u32>(ctx, l.comm_loc) {
         // __data_loc: low 16 bits the offset of the string in the record, high 16 its length.
         let off = (loc & 0xffff) as usize;
-        // SAFETY: reading within the tracepoint record through the checked helper.
-        if let Ok(c) = unsafe { bpf_probe_read_kernel(ctx.ctx.add(off) as *const [u8; 16]) } {
-            ev.comm = c;
+        // The bound is for the verifier: 6.1's refuses `ctx + off` for an offset read from
+        // the record ("math between ctx pointer and register with unbounded min value is
+        // not allowed"), as the two byte loads that make up `off` lose its range there.
+        // A comparison gives the register a range it can prove; the string follows the
+        // record's fixed fields, well within it on every kernel.
+        if off <= MAX_DATA_LOC_OFFSET {
+            // SAFETY: reading within the tracepoint record through the checked helper.
+            if let Ok(c) = unsafe { bpf_probe_read_kernel(ctx.ctx.add(off) as *const [u8; 16]) } {
+                ev.comm = c;
+            }
         }
     }
     ev.total_vm = field(ctx, l.total_vm).unwrap_or(0);

@@ -76,7 +76,11 @@ pub(super) fn ports(ctx: &Rec, l: &AddrLayout) -> Option<Tuple> {
         (family, u16::from_be(sport), u16::from_be(dport))
     } else {
         (
-            field(ctx, l.family)?,
+            if l.family != ABSENT {
+                field(ctx, l.family)?
+            } else {
+                family_from_v6(ctx, l)?
+            },
             field(ctx, l.sport)?,
             field(ctx, l.dport)?,
         )
@@ -95,6 +99,16 @@ pub(super) fn ports(ctx: &Rec, l: &AddrLayout) -> Option<Tuple> {
         remote_port,
         side,
     })
+}
+
+/// The family of a record without a `family` field (5.10's `tcp_send_reset` and
+/// `tcp_receive_reset`): their `saddr_v6` holds an IPv4 socket's address v4-mapped
+/// (include/trace/events/tcp.h, TP_STORE_V4MAPPED), an IPv6 socket's as it is.
+#[inline(always)]
+fn family_from_v6(ctx: &Rec, l: &AddrLayout) -> Option<u16> {
+    let a: [u8; 16] = field(ctx, l.saddr_v6)?;
+    let mapped = a[..10].iter().all(|&b| b == 0) && a[10] == 0xff && a[11] == 0xff;
+    Some(if mapped { AF_INET } else { AF_INET6 })
 }
 
 /// Reads the local and remote address as 16 bytes (IPv4 as `::ffff:a.b.c.d`, so that an

@@ -9,12 +9,14 @@
 //! - [`redis`]: why Redis closed it (its log, CLIENT LIST, config, its process ending);
 //! - [`code_paths`]: what the uprobes on redis-server say decided the close;
 //! - [`counters`]: INFO counter increases across a poll window.
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use crate::cause::{Cause, ClosedBy};
 use crate::kernel::assemble::KernelClose;
 use crate::schema::{
-    ClientClass, Direction, KernelEvent, Packet, ProcessEvent, RedisCodePath, RedisSettings, Side,
+    ClientClass, Direction, KernelEvent, Packet, ProbeStatus, ProcessEvent, RedisCodePath,
+    RedisSettings, Side,
 };
 use crate::sources::redis::{ClientEntry, RedisConfig};
 use crate::sources::redis_log::LogEvent;
@@ -45,6 +47,30 @@ pub struct Facts<'a> {
     pub log_view: Result<(), &'a str>,
     /// The Redis functions the uprobes saw free this client.
     pub code_path: Option<&'a RedisCodePath>,
+    /// The kernel probes this capture runs without, with why: a cause that rests on
+    /// one of them falls back to unknown, never to the next plausible cause.
+    pub missing_probes: &'a [ProbeStatus],
+}
+
+/// The probes the running capture lacks, set once by the loader
+/// ([`crate::kernel::load::load`]); empty until then.
+static MISSING_PROBES: OnceLock<Vec<ProbeStatus>> = OnceLock::new();
+
+/// Records, once per process, which probes this kernel could not run.
+pub fn set_missing_probes(missing: Vec<ProbeStatus>) {
+    let _ = MISSING_PROBES.set(missing);
+}
+
+/// What [`set_missing_probes`] recorded, for [`Facts::missing_probes`].
+pub fn missing_probes() -> &'static [ProbeStatus] {
+    MISSING_PROBES.get().map_or(&[], Vec::as_slice)
+}
+
+impl Facts<'_> {
+    /// Why `probe` (`oom:mark_victim`, ...) is not running, when it is not.
+    pub fn missing(&self, probe: &str) -> Option<&ProbeStatus> {
+        self.missing_probes.iter().find(|p| p.probe == probe)
+    }
 }
 
 /// Where a piece of evidence comes from. Rules read this, never the sentence.
@@ -137,6 +163,25 @@ pub fn classify(c: &KernelClose, facts: &Facts<'_>) -> Verdict {
             ),
         ));
         return Verdict::new(Cause::KernelReset, kernel);
+    }
+    // An abort with no RST and no socket error is what a timer's abort (retransmission
+    // or keepalive timeout) looks like where the error tracepoint does not exist (5.10):
+    // say so rather than guess.
+    if c.kernel_event == KernelEvent::Aborted
+        && c.packet.is_none()
+        && let Some(m) = facts.missing("sock:inet_sk_error_report")
+    {
+        kernel.push(Evidence::new(
+            Source::Unavailable,
+            format!(
+                "kernel: the {} end's socket was aborted without a RST; {} is not running ({}), \
+                 so a retransmission or keepalive timeout cannot be told from another abort",
+                c.observed_on.as_str(),
+                m.probe,
+                m.why.as_deref().unwrap_or("unavailable on this kernel")
+            ),
+        ));
+        return Verdict::new(Cause::Unknown, kernel);
     }
     match (c.closed_by_side, c.packet, c.kernel_event) {
         (Some(Side::Client), Some(Packet::Fin), _) => Verdict::new(Cause::ClientClose, kernel),

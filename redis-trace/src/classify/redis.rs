@@ -220,6 +220,29 @@ fn log_line(l: &LogEvent) -> Evidence {
     Evidence::new(Source::RedisLog, format!("Redis log: {}", l.line))
 }
 
+const OOM_PROBE: &str = "oom:mark_victim";
+const SIGNAL_PROBE: &str = "signal:signal_generate";
+
+/// One sentence per probe of `probes` that this capture runs without: what is missing,
+/// why, and what it costs here.
+fn missing_probe_evidence(ev: &Facts<'_>, probes: &[&str]) -> Vec<Evidence> {
+    probes
+        .iter()
+        .filter_map(|p| ev.missing(p))
+        .map(|m| {
+            Evidence::new(
+                Source::Unavailable,
+                format!(
+                    "kernel: {} was not running ({}): {}, so the cause of this exit is left unknown",
+                    m.probe,
+                    m.why.as_deref().unwrap_or("unavailable on this kernel"),
+                    m.cost.as_deref().unwrap_or("its records are missing")
+                ),
+            )
+        })
+        .collect()
+}
+
 /// redis-server died or exited around the close, and the close came from its own exit.
 fn process_end(c: &KernelClose, ev: &Facts<'_>, out: &mut Vec<Evidence>) -> Option<Verdict> {
     let close = c.time;
@@ -295,6 +318,18 @@ fn process_end(c: &KernelClose, ev: &Facts<'_>, out: &mut Vec<Evidence>) -> Opti
             }
             Some(Verdict::new(Cause::RedisShutdown, std::mem::take(out)))
         }
+        // The OOM killer sends SIGKILL from the kernel (SEND_SIG_PRIV: si_code SI_KERNEL)
+        // in the allocating task, Redis's or another's. Without the OOM probe that SIGKILL
+        // cannot be told from other kernel kills: never name a killer or a shutdown then.
+        Some((9, s)) if s.origin == "kernel" && ev.missing(OOM_PROBE).is_some() => {
+            out.push(kernel(format!(
+                "kernel: SIGKILL (9) was sent to redis-server by the kernel (in {} pid {}), \
+                 as the OOM killer does",
+                s.sender.comm, s.sender.pid
+            )));
+            out.extend(missing_probe_evidence(ev, &[OOM_PROBE]));
+            Some(Verdict::new(Cause::RedisCloseUnknown, std::mem::take(out)))
+        }
         Some((sig, s)) if s.sender.pid != pid => {
             out.push(kernel(format!(
                 "kernel: {} ({sig}) was sent to redis-server by {} (pid {}, {})",
@@ -309,14 +344,38 @@ fn process_end(c: &KernelClose, ev: &Facts<'_>, out: &mut Vec<Evidence>) -> Opti
                 out.push(log_line(l));
                 return Some(Verdict::new(Cause::RedisCrashed, std::mem::take(out)));
             }
-            match shutdown_log {
-                Some(l) => out.push(log_line(l)),
-                None => out.push(kernel(
-                    "kernel: no fatal signal and no OOM kill preceded the exit: \
-                     Redis exited on its own (SHUTDOWN)"
-                        .into(),
-                )),
+            if let Some(l) = shutdown_log {
+                out.push(log_line(l));
+                return Some(Verdict::new(Cause::RedisShutdown, std::mem::take(out)));
             }
+            // A SIGKILL that Redis (or the kernel in its context) sent itself: not a
+            // SHUTDOWN, whatever else is missing.
+            if let Some(s) = signal.filter(|s| s.number == 9) {
+                out.push(kernel(format!(
+                    "kernel: SIGKILL (9) was sent to redis-server from its own context ({}), \
+                     not by another process",
+                    s.origin
+                )));
+                out.extend(missing_probe_evidence(ev, &[OOM_PROBE]));
+                return Some(Verdict::new(Cause::RedisCloseUnknown, std::mem::take(out)));
+            }
+            // "No signal and no OOM kill" proves a SHUTDOWN only where the probes that
+            // would have seen them ran.
+            let missing = missing_probe_evidence(ev, &[OOM_PROBE, SIGNAL_PROBE]);
+            if !missing.is_empty() {
+                out.push(kernel(
+                    "kernel: no record of a fatal signal or an OOM kill before the exit, \
+                     but this kernel could not run every probe that records them"
+                        .into(),
+                ));
+                out.extend(missing);
+                return Some(Verdict::new(Cause::RedisCloseUnknown, std::mem::take(out)));
+            }
+            out.push(kernel(
+                "kernel: no fatal signal and no OOM kill preceded the exit: \
+                 Redis exited on its own (SHUTDOWN)"
+                    .into(),
+            ));
             Some(Verdict::new(Cause::RedisShutdown, std::mem::take(out)))
         }
     }

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::kernel::assemble::{KernelReset, RedisRaw};
-use crate::schema::{ProcessEventKind, ProcessRef, SignalInfo};
+use crate::schema::{ProbeStatus, ProcessEventKind, ProcessRef, SignalInfo};
 use crate::sources::redis::BufferLimit;
 use crate::sources::redis_log::parse_line;
 
@@ -83,6 +83,7 @@ fn evidence<'a>(
         first_client_list: Some(at(0.0)),
         log_view: Ok(()),
         code_path: None,
+        missing_probes: &[],
     }
 }
 
@@ -215,6 +216,70 @@ fn oom_kill_then_exit_explains_the_server_side_resets() {
     ];
     let v = classify(&c, &evidence(None, None, &procs, &[]));
     assert_eq!(v.cause, Cause::RedisOomKilled, "{v:#?}");
+}
+
+fn missing(probe: &str) -> ProbeStatus {
+    ProbeStatus {
+        probe: probe.into(),
+        why: Some("the kernel's verifier refused it".into()),
+        cost: Some("no records of OOM kills".into()),
+    }
+}
+
+#[test]
+fn oom_kill_without_the_oom_probe_is_unknown_not_a_shutdown() {
+    // 6.1 before the verifier fix: no OOM record, only the kernel's SIGKILL and the exit.
+    let mut c = closed("server", Some(Packet::Rst), KernelEvent::Aborted, 1.01);
+    c.rst_reason = Some("TCP_ABORT_ON_CLOSE".into());
+    let lacks = [missing("oom:mark_victim")];
+    for sender in [(100, "redis-server"), (4242, "python3")] {
+        let procs = [
+            signal(1.0, 9, "SIGKILL", "kernel", sender.0, sender.1),
+            exit(1.005),
+        ];
+        let mut facts = evidence(None, None, &procs, &[]);
+        facts.missing_probes = &lacks;
+        let v = classify(&c, &facts);
+        assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+        assert!(v.killer.is_none(), "{v:#?}");
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.source == super::Source::Unavailable
+                    && e.text.contains(
+                        "oom:mark_victim was not running (the kernel's verifier refused it)"
+                    )),
+            "{v:#?}"
+        );
+    }
+    // With the probe running, the same SIGKILL from itself is still not a SHUTDOWN.
+    let procs = [
+        signal(1.0, 9, "SIGKILL", "kernel", 100, "redis-server"),
+        exit(1.005),
+    ];
+    let v = classify(&c, &evidence(None, None, &procs, &[]));
+    assert_eq!(v.cause, Cause::RedisCloseUnknown, "{v:#?}");
+}
+
+#[test]
+fn an_exit_without_signal_is_a_shutdown_only_when_the_probes_ran() {
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 1.01);
+    let procs = [exit(1.005)];
+    let v = classify(&c, &evidence(None, None, &procs, &[]));
+    assert_eq!(v.cause, Cause::RedisShutdown, "{v:#?}");
+    for probe in ["oom:mark_victim", "signal:signal_generate"] {
+        let lacks = [missing(probe)];
+        let mut facts = evidence(None, None, &procs, &[]);
+        facts.missing_probes = &lacks;
+        let v = classify(&c, &facts);
+        assert_eq!(v.cause, Cause::RedisCloseUnknown, "{probe}: {v:#?}");
+        assert!(
+            v.evidence.iter().any(|e| e
+                .text
+                .starts_with(&format!("kernel: {probe} was not running"))),
+            "{v:#?}"
+        );
+    }
 }
 
 #[test]

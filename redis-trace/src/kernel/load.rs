@@ -78,15 +78,34 @@ pub fn tracefs_root(notes: &mut Vec<String>) -> Result<PathBuf> {
     tracefs::find_root().context("tracefs mounted but its events directory is missing")
 }
 
+/// Probe ids (`oom:mark_victim,...`) to run without, as on a kernel that cannot run
+/// them: how the scenario tests prove that a missing probe never becomes a wrong cause
+/// on every kernel, and how an operator can check what a capture rests on.
+pub const WITHOUT_PROBES: &str = "REDIS_TRACE_WITHOUT_PROBES";
+
 /// Builds the configuration for this kernel from its format files. Probes whose format
 /// is missing or unusable are returned as unavailable, with the reason.
 pub fn configure(root: &Path) -> (Config, ResetReasons, Vec<(Probe, ProbeStatus)>) {
     let mut cfg = Config::EMPTY;
     let mut reasons = ResetReasons::default();
     let mut unavailable = Vec::new();
+    let left_out = std::env::var(WITHOUT_PROBES).unwrap_or_default();
     for probe in PROBES {
-        let result = tracefs::read_format(root, probe.category, probe.name)
-            .and_then(|f| layout::apply(&mut cfg, &probe, &f).map(|()| f));
+        let dir = root.join("events").join(probe.category).join(probe.name);
+        let result = if left_out.split(',').any(|p| p.trim() == probe.id()) {
+            Err(anyhow::anyhow!(
+                "left out by {WITHOUT_PROBES} (how the capture degrades on a kernel without it)"
+            ))
+        } else if dir.is_dir() {
+            tracefs::read_format(root, probe.category, probe.name)
+                .and_then(|f| layout::apply(&mut cfg, &probe, &f).map(|()| f))
+        } else {
+            Err(anyhow::anyhow!(
+                "this kernel has no {} tracepoint ({} is missing)",
+                probe.id(),
+                dir.display()
+            ))
+        };
         match result {
             Ok(f) => {
                 if probe.name == "tcp_send_reset" {
@@ -146,7 +165,48 @@ pub fn configure(root: &Path) -> (Config, ResetReasons, Vec<(Probe, ProbeStatus)
     (cfg, reasons, unavailable)
 }
 
+/// The oldest kernel the programs run on, for the messages: the BPF ring buffer
+/// (`BPF_MAP_TYPE_RINGBUF`, every record goes through it) came in Linux 5.8. The rest is
+/// older: tracepoint programs, `bpf_probe_read_kernel` (5.5), global data (5.2),
+/// `sock:inet_sock_set_state` (4.16). docs/compatibility.md, "Kernels".
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// `major.minor` of a release string such as `5.10.0-35-amd64` or `4.18.0-553.el8_10.x86_64`.
+pub fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Refuses, before anything is loaded, a kernel without the BPF ring buffer. The
+/// feature probe decides (vendor kernels such as RHEL 8's 4.18 backport it); where the
+/// probe itself fails, the version does.
+pub fn check_kernel(release: &str, ringbuf: Result<bool, String>) -> Result<()> {
+    let (maj, min) = MIN_KERNEL;
+    let old = release_version(release).is_some_and(|v| v < MIN_KERNEL);
+    let missing = match ringbuf {
+        Ok(has) => !has,
+        Err(_) => old,
+    };
+    if missing {
+        bail!(
+            "this kernel ({release}) has no BPF ring buffer, which every redis-trace kernel \
+             program writes its records to: Linux {maj}.{min} or later is needed (Debian 11's \
+             5.10 and newer work; see docs/compatibility.md). Nothing was loaded"
+        );
+    }
+    Ok(())
+}
+
 pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    check_kernel(
+        &release,
+        aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| format!("{e:#}")),
+    )?;
     if OBJECT.is_empty() {
         bail!(
             "this redis-trace binary was built without its eBPF programs (the eBPF toolchain \
@@ -239,12 +299,13 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
             Ok(()) => attached.push(probe.id()),
             Err(e) if !probe.essential => unavailable.push(ProbeStatus {
                 probe: probe.id(),
-                why: Some(format!("{e:#}")),
+                why: Some(short_verifier_log(&format!("{e:#}"))),
                 cost: Some(probe.cost.to_string()),
             }),
             Err(e) => return Err(e),
         }
     }
+    crate::classify::set_missing_probes(unavailable.clone());
     Ok(Loaded {
         ebpf,
         ring,
@@ -296,6 +357,23 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
     .ok()
     .flatten();
     hidden.unwrap_or_else(EbpfLoader::new)
+}
+
+/// A verifier refusal carries the verifier's whole log (hundreds of lines): keep the
+/// sentence before it and the log's last lines, where the verifier says what it refused.
+fn short_verifier_log(why: &str) -> String {
+    const MARK: &str = "Verifier output:";
+    let Some(at) = why.find(MARK) else {
+        return why.to_string();
+    };
+    let log = &why[at + MARK.len()..];
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(';') && !l.starts_with("verification time"))
+        .collect();
+    let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+    format!("{} verifier: {}", why[..at].trim_end(), tail.join(" / "))
 }
 
 fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
@@ -370,4 +448,48 @@ pub fn counters(ebpf: &Ebpf) -> Result<KernelCounters> {
         hits: sum(counter::HITS)?,
         own_socks_full: sum(counter::OWN_SOCKS_FULL)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_versions() {
+        assert_eq!(release_version("5.10.0-35-amd64"), Some((5, 10)));
+        assert_eq!(release_version("4.18.0-553.el8_10.x86_64"), Some((4, 18)));
+        assert_eq!(release_version("6.1.176"), Some((6, 1)));
+        assert_eq!(release_version("garbage"), None);
+    }
+
+    #[test]
+    fn a_kernel_without_the_ring_buffer_is_refused_clearly() {
+        let err = check_kernel("4.19.0-27-amd64", Ok(false)).expect_err("no ring buffer");
+        let text = format!("{err:#}");
+        assert!(text.contains("4.19.0-27-amd64"), "{text}");
+        assert!(text.contains("Linux 5.8 or later"), "{text}");
+        // The probe decides: a vendor 4.18 with the ring buffer backported runs.
+        assert!(check_kernel("4.18.0-553.el8_10.x86_64", Ok(true)).is_ok());
+        // Where the probe fails, the version decides.
+        assert!(check_kernel("5.4.0-1-amd64", Err("EPERM".into())).is_err());
+        assert!(check_kernel("5.10.0-35-amd64", Err("EPERM".into())).is_ok());
+        assert!(check_kernel("6.1.0-50-amd64", Ok(true)).is_ok());
+    }
+
+    #[test]
+    fn a_verifier_log_is_cut_to_its_verdict() {
+        let why = "loading the program for oom:mark_victim (the kernel's verifier refused it): \
+                   the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier \
+                   output: reg type unsupported for arg#0 function mark_victim#9\n0: R1=ctx() \
+                   R10=fp0\n; #[tracepoint]\n214: (0f) r7 += r1\nmath between ctx pointer and \
+                   register with unbounded min value is not allowed\nverification time 15289 \
+                   usec\nstack depth 232+0\nprocessed 434 insns (limit 1000000)\n";
+        let short = short_verifier_log(why);
+        assert!(
+            short.starts_with("loading the program for oom:mark_victim"),
+            "{short}"
+        );
+        assert!(short.contains("math between ctx pointer"), "{short}");
+        assert!(!short.contains("R10=fp0"), "{short}");
+    }
 }

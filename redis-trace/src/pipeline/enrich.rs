@@ -588,6 +588,7 @@ impl Enricher {
                 config,
                 redis_view,
                 log_view,
+                missing_probes: classify::missing_probes(),
             },
         );
         debug_assert!(v.cause != Cause::Unknown || !v.evidence.is_empty());
