@@ -91,6 +91,11 @@ pub const SCENARIOS: &[(&str, &str, &str)] = &[
         "a client's abort: its RST sent, and received by the server (client_reset)",
     ),
     (
+        "containers",
+        "two_namespaces_on_one_loopback_port_keep_their_own_causes",
+        "two namespaces' servers on one loopback port (each socket's namespace, BTF offsets)",
+    ),
+    (
         "causes_client_net",
         "reset_from_a_router_is_a_middlebox_reset",
         "RST from a router between namespaces (tcp_receive_reset, no tcp_send_reset)",
