@@ -69,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
         first_client_list: None,
         log_view: Err("not read while fuzzing"),
         code_path: None,
+        missing_probes: &[],
     };
     for a in out {
         let record = match a {

@@ -614,3 +614,70 @@ fn a_local_proxy_holding_the_client_end_is_named() {
         "{r:#}"
     );
 }
+
+/// A server as containers run it, as pid 1 of a pid namespace of its own: INFO says
+/// `process_id:1`, which must become the host's pid (never pid 1 of the host: its root,
+/// its log, its process events).
+#[test]
+fn a_server_that_is_pid_1_of_its_own_pid_namespace_is_known_by_its_host_pid() {
+    require_root();
+    let port = free_port();
+    // unshare forks: the server is its child, pid 1 inside.
+    let launcher = Redis::options()
+        .port(port)
+        .args(&["--timeout", "1"])
+        .wrapper(&["unshare", "--pid", "--fork", "--mount-proc"])
+        .start()
+        .unwrap_or_else(|e| panic!("redis-server in a pid namespace: {e:#}"));
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", launcher.pid()))
+        .expect("unshare's children");
+    let server: u32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the server, unshare's child");
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the server this test started.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _kill = Kill(server);
+    let status = std::fs::read_to_string(format!("/proc/{server}/status")).expect("status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        "pid 1 inside: {status}"
+    );
+    assert_eq!(
+        command(&mut launcher.client().expect("client"), &["INFO", "server"])
+            .map(|i| i.contains("process_id:1\r\n"))
+            .ok(),
+        Some(true),
+        "INFO gives the namespace's pid"
+    );
+    let mut cap = capture(&["--pid", &server.to_string()]);
+    let st = wait_connected(&mut cap, server);
+    assert_eq!(
+        st["log_readable"], true,
+        "its log, through its own root: {st:#}"
+    );
+    let mut s = launcher.client().expect("client");
+    ping(&mut s);
+    let client = s.local_addr().expect("addr");
+    wait_eof(&mut s, Duration::from_secs(8));
+    let records = cap.stop();
+    let r = closed_for(&records, client);
+    assert_eq!(r["cause"], "redis_idle_timeout", "{r:#}");
+    assert_eq!(r["pid"], server, "{r:#}");
+    assert_eq!(r["redis_server"]["pid"], server, "{r:#}");
+    assert!(
+        records
+            .iter()
+            .filter(|x| x["type"] == "redis_status")
+            .all(|x| x["pid"] == server),
+        "no status names pid 1: {records:#?}"
+    );
+}
