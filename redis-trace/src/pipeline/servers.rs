@@ -62,7 +62,8 @@ pub fn resolve(scope: &Scope, found: &[RedisServer]) -> Result<Resolved> {
             pid: None,
         }),
         Scope::Container(id) => {
-            let _ = found;
+            // Any of the container's processes names its namespace: a pod's Redis may
+            // share it with a sidecar, and the container may run no Redis yet.
             let mut netns: Vec<u32> = procinfo::all_pids()
                 .unwrap_or_default()
                 .into_iter()
