@@ -69,7 +69,7 @@ pub fn netns_of_path(path: &Path) -> anyhow::Result<u32> {
 }
 
 /// `_IO(0xb7, 0x3)` (linux/nsfs.h).
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
 
 /// An open handle on a process's network namespace, taken when the server was found:
 /// the namespace stays the same even if the pid is reused.
