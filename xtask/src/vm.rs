@@ -748,6 +748,12 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+# A workspace or target directory under the host's /tmp (a clone there) stays visible:
+# its top directory is bound back over the guest's own /tmp.
+for P in $(cat $R/vm-out/host-tmp.paths 2>/dev/null); do
+  D=/tmp/$(echo $P | cut -d/ -f3)
+  mkdir -p $R$D && mount --bind /host$D $R$D || echo "vm: cannot show $D"
+done
 mount -t tmpfs -o mode=0755 tmpfs $R/run
 mount -t bpf bpf $R/sys/fs/bpf
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
@@ -906,6 +912,14 @@ fn boot_and_test(
     ));
     // The guest binds them at /lib/modules/RELEASE, from the same path in the host's root.
     std::fs::write(run.join("modules.path"), modules.display().to_string())?;
+    // What the guest must see of the host's /tmp (its own /tmp is a fresh tmpfs).
+    let cwd = std::env::current_dir().context("the current directory")?;
+    let under_tmp: Vec<String> = [cwd.as_path(), modules.as_path()]
+        .iter()
+        .filter(|p| p.starts_with("/tmp/"))
+        .map(|p| p.display().to_string())
+        .collect();
+    std::fs::write(run.join("host-tmp.paths"), under_tmp.join("\n"))?;
     eprintln!(
         "xtask: vm-test: booting {} in QEMU (TCG, single-threaded); console in {}",
         r.release,
