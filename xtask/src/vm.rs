@@ -206,18 +206,7 @@ impl Dirs {
 
     /// apt-get options that use only our sources, lists and cache.
     fn apt_opts(&self) -> Vec<String> {
-        let apt = self.apt();
-        let o = |k: &str, v: &Path| vec!["-o".to_string(), format!("{k}={}", v.display())];
-        let mut opts = Vec::new();
-        opts.extend(o("Dir::Etc::sourcelist", &apt.join("sources.list")));
-        opts.extend(["-o".into(), "Dir::Etc::sourceparts=-".into()]);
-        opts.extend(o("Dir::State::Lists", &apt.join("lists")));
-        opts.extend(o("Dir::Cache", &apt.join("cache")));
-        opts.extend(o("Dir::State::status", Path::new("/dev/null")));
-        opts.extend(["-o".into(), "APT::Sandbox::User=root".into()]);
-        opts.extend(["-o".into(), "Acquire::http::Timeout=30".into()]);
-        opts.extend(["-o".into(), "Acquire::Retries=2".into()]);
-        opts
+        crate::builds::private_apt_opts(&self.apt())
     }
 }
 
