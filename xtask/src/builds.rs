@@ -823,6 +823,24 @@ fn check_libraries(b: &Build) -> Result<()> {
     Ok(())
 }
 
+/// apt-get options that use only the sources list, lists and cache under `apt` (a
+/// private sources list: another Debian release's packages, nothing installed).
+pub(crate) fn private_apt_opts(apt: &Path) -> Vec<String> {
+    let o = |k: &str, v: &Path| vec!["-o".to_string(), format!("{k}={}", v.display())];
+    let mut opts = Vec::new();
+    opts.extend(o("Dir::Etc::sourcelist", &apt.join("sources.list")));
+    opts.extend(["-o".into(), "Dir::Etc::sourceparts=-".into()]);
+    opts.extend(o("Dir::State::Lists", &apt.join("lists")));
+    opts.extend(o("Dir::Cache", &apt.join("cache")));
+    // Not the host's installed packages: nothing here is installed.
+    opts.extend(o("Dir::State::status", Path::new("/dev/null")));
+    // Our directories are root's: apt's _apt user could not write them.
+    opts.extend(["-o".into(), "APT::Sandbox::User=root".into()]);
+    opts.extend(["-o".into(), "Acquire::http::Timeout=30".into()]);
+    opts.extend(["-o".into(), "Acquire::Retries=2".into()]);
+    opts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,22 +882,4 @@ mod tests {
             "Debian trixie valkey-server 8.1.1+dfsg1-3+deb13u3 (a root of its own, mmdebstrap)"
         );
     }
-}
-
-/// apt-get options that use only the sources list, lists and cache under `apt` (a
-/// private sources list: another Debian release's packages, nothing installed).
-pub(crate) fn private_apt_opts(apt: &Path) -> Vec<String> {
-    let o = |k: &str, v: &Path| vec!["-o".to_string(), format!("{k}={}", v.display())];
-    let mut opts = Vec::new();
-    opts.extend(o("Dir::Etc::sourcelist", &apt.join("sources.list")));
-    opts.extend(["-o".into(), "Dir::Etc::sourceparts=-".into()]);
-    opts.extend(o("Dir::State::Lists", &apt.join("lists")));
-    opts.extend(o("Dir::Cache", &apt.join("cache")));
-    // Not the host's installed packages: nothing here is installed.
-    opts.extend(o("Dir::State::status", Path::new("/dev/null")));
-    // Our directories are root's: apt's _apt user could not write them.
-    opts.extend(["-o".into(), "APT::Sandbox::User=root".into()]);
-    opts.extend(["-o".into(), "Acquire::http::Timeout=30".into()]);
-    opts.extend(["-o".into(), "Acquire::Retries=2".into()]);
-    opts
 }
