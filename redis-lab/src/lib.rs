@@ -29,5 +29,5 @@ mod server;
 pub use build::{Build, HOST_VERSION, ServerKind};
 pub use cgroup::{MEMCG_LIMIT_BYTES, MemCgroup};
 pub use net::{connect, free_port, private_dir, set_linger_zero, wait_closed, wait_closed_or};
-pub use netns::{Netns, in_netns};
+pub use netns::{Netns, Topology, in_netns, run_in};
 pub use server::{Redis, RedisOptions};

@@ -13,6 +13,11 @@ pub const NO_REASON: u32 = u32::MAX;
 
 /// Maximum number of traced ports (the `PORTS` map).
 pub const MAX_PORTS: u32 = 64;
+/// Words of the `PORT_BITS` bitmap: one bit per port.
+pub const PORT_BIT_WORDS: u32 = 65_536 / 32;
+/// Connections whose packets are fingerprinted at once (`FLOWS`, per end; LRU).
+/// Loopback connections are left out, so this counts connections that leave the host.
+pub const MAX_FLOWS: u32 = 32_768;
 /// Maximum number of process names to watch (the `PROC_NAMES` array).
 pub const MAX_PROC_NAMES: u32 = 4;
 /// Connections tracked at once in the kernel (LRU: the oldest idle entry makes room).
@@ -35,7 +40,9 @@ pub mod counter {
     /// One of redis-trace's own sockets could not be remembered (`OWN_SOCKS` full): its
     /// connection is then reported like any other.
     pub const OWN_SOCKS_FULL: u32 = 4;
-    pub const LEN: u32 = 5;
+    /// A flow's packet fingerprint could not be entered in `FLOWS`.
+    pub const FLOWS_FULL: u32 = 5;
+    pub const LEN: u32 = 6;
 }
 
 /// Processes the kernel side watches by pid (`WATCHED_PIDS`).
@@ -49,7 +56,14 @@ mod counter_tests {
     #[test]
     fn counters_are_distinct_and_within_len() {
         use super::counter::*;
-        let all = [RING_FULL, CONN_MAP_FULL, READ_FAILED, HITS, OWN_SOCKS_FULL];
+        let all = [
+            RING_FULL,
+            CONN_MAP_FULL,
+            READ_FAILED,
+            HITS,
+            OWN_SOCKS_FULL,
+            FLOWS_FULL,
+        ];
         for (i, a) in all.iter().enumerate() {
             assert!(*a < LEN);
             assert!(all[i + 1..].iter().all(|b| b != a));
@@ -62,6 +76,7 @@ pub mod kind {
     pub const CONN_CLOSED: u32 = 1;
     pub const SOCK: u32 = 2;
     pub const PROC: u32 = 3;
+    pub const PACKETS: u32 = 4;
 }
 
 /// Which end of a connection a socket is.
@@ -238,6 +253,113 @@ pub mod sock_event {
     pub const RST_SENT: u32 = 1;
     pub const RST_RECEIVED: u32 = 2;
     pub const ERROR: u32 = 3;
+}
+
+/// Which end of a connection a [`PeerPackets`] belongs to: the packets that arrived at
+/// `to_side`'s socket, from the other end (or from whatever claims to be it). Keyed by
+/// addresses only: a packet program does not know the socket's namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub server_addr: [u8; 16],
+    pub client_addr: [u8; 16],
+    pub server_port: u16,
+    pub client_port: u16,
+    /// [`side::SERVER`] or [`side::CLIENT`].
+    pub to_side: u32,
+}
+
+impl FlowKey {
+    #[inline(always)]
+    pub fn of(key: &ConnKey, to_side: u32) -> Self {
+        Self {
+            server_addr: key.server_addr,
+            client_addr: key.client_addr,
+            server_port: key.server_port,
+            client_port: key.client_port,
+            to_side,
+        }
+    }
+}
+
+/// One RST or FIN that arrived (the first of its kind on the flow).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndPacket {
+    /// `bpf_ktime_get_ns` when it arrived; 0: none arrived.
+    pub ts_ns: u64,
+    /// When this end last sent a packet before it (0: never seen sending).
+    pub last_tx_ns: u64,
+    /// The socket's smoothed round-trip time then, in µs (0: unknown).
+    pub srtt_us: u32,
+    /// How many of its kind arrived in all.
+    pub count: u32,
+    pub window: u16,
+    /// IPv4 identification (0 for IPv6, which has none).
+    pub ip_id: u16,
+    /// IP TTL or IPv6 hop limit, as it arrived.
+    pub ttl: u8,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub tcp_flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// A small fingerprint of the packets that arrived at one end of a traced connection
+/// (value of the `FLOWS` map, filled by the `cgroup_skb` programs): what the peer's own
+/// packets look like, so that a RST can be checked against them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerPackets {
+    /// When the first packet arrived (the SYN-ACK at a client end whose start was seen).
+    pub first_ns: u64,
+    /// When the last packet other than a RST arrived.
+    pub last_rx_ns: u64,
+    /// When this end last sent a packet (the egress program).
+    pub last_tx_ns: u64,
+    /// Packets that arrived, RSTs and FINs left out.
+    pub packets: u32,
+    /// Packets this end sent since the peer's last one arrived.
+    pub sent_since_rx: u32,
+    /// TTL (hop limit) of the first packet, and the range over all counted ones.
+    pub first_ttl: u8,
+    pub min_ttl: u8,
+    pub max_ttl: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// The last counted packet's IPv4 identification.
+    pub last_ip_id: u16,
+    /// Counted packets whose IP ID followed the one before by 1 to [`IP_ID_STEP`], and
+    /// those whose IP ID was 0.
+    pub ip_id_follows: u16,
+    pub ip_id_zero: u16,
+    /// Bits of [`flow_flags`].
+    pub flags: u16,
+    pub _pad: u32,
+    pub rst: EndPacket,
+    pub fin: EndPacket,
+}
+
+/// How far an IP ID may move on between two packets of one sender and still "follow":
+/// Linux numbers each socket's packets in sequence, and GRO can merge a few.
+pub const IP_ID_STEP: u16 = 64;
+
+pub mod flow_flags {
+    /// The first packet was the connection's SYN-ACK (client ends only: a server end's
+    /// SYN arrives at its listening socket, which has no flow yet).
+    pub const START_SEEN: u16 = 1 << 0;
+}
+
+/// Record: the packets that arrived at one end of a connection, sent with its
+/// [`ConnClosed`] and again with each RST that arrives after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketsSeen {
+    pub kind: u32,
+    /// The end whose socket received them ([`side`]).
+    pub side: u32,
+    pub ts_ns: u64,
+    pub key: ConnKey,
+    pub flow: PeerPackets,
 }
 
 /// Record: an event of a watched (Redis) process.
@@ -527,6 +649,10 @@ mod pod {
     unsafe impl aya::Pod for super::ConnState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PeerPackets {}
 }
 
 // Layout checks: the kernel and userspace builds must agree on these sizes.
@@ -534,6 +660,10 @@ const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnClosed>() == 152);
 const _: () = assert!(core::mem::size_of::<SockEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 120);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<EndPacket>() == 32);
+const _: () = assert!(core::mem::size_of::<PeerPackets>() == 112);
+const _: () = assert!(core::mem::size_of::<PacketsSeen>() == 168);
 const _: () = assert!(core::mem::offset_of!(Config, own_tgid) == 152);
 const _: () = assert!(core::mem::offset_of!(Config, task_reasons) == 160);
 const _: () = assert!(core::mem::size_of::<Config>() == 200);

@@ -493,6 +493,89 @@ pub struct ConnectionClosed {
     /// real client is behind it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_proxy: Option<ProcessRef>,
+    /// What arrived at each end's socket, for connections that left this host's
+    /// loopback (the packet programs): the fingerprint RSTs are checked against.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packets: Vec<PacketsView>,
+    /// What the packets say about the path between the two ends: a device that had
+    /// dropped the flow, or a peer that stopped answering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathFinding>,
+}
+
+/// The packets that arrived at one end of a connection: the peer's own, and the first
+/// RST and FIN, whose numbers are checked against them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PacketsView {
+    /// The end whose socket received them.
+    pub at: Side,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// The peer's packets counted (RSTs and FINs apart).
+    pub packets: u32,
+    /// Whether they start with the connection's SYN-ACK (client ends; a server end's
+    /// count starts with the handshake's last ACK).
+    pub start_seen: bool,
+    /// IP TTL (IPv6 hop limit) of the first counted packet, and the range of all.
+    pub ttl_first: Option<u8>,
+    pub ttl_min: Option<u8>,
+    pub ttl_max: Option<u8>,
+    /// IPv4: the last counted packet's IP ID, and how many counted packets had an IP ID
+    /// that followed the one before (a sender numbering its packets in sequence).
+    pub ip_id_last: Option<u16>,
+    pub ip_id_follows: u32,
+    /// Milliseconds from the peer's last packet to the end of the connection.
+    pub quiet_ms_before_end: Option<f64>,
+    /// Packets this end sent since the peer's last one arrived.
+    pub sent_since_last_arrival: u32,
+    pub rst: Option<EndPacketView>,
+    pub fin: Option<EndPacketView>,
+}
+
+/// The first RST or FIN that arrived at an end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndPacketView {
+    pub ttl: u8,
+    /// IPv4 only.
+    pub ip_id: Option<u16>,
+    pub window: u16,
+    /// TCP flags, e.g. `RST|ACK`.
+    pub flags: String,
+    /// How many of its kind arrived.
+    pub count: u32,
+    /// Milliseconds after this end's last packet.
+    pub after_own_last_ms: Option<f64>,
+    /// The socket's smoothed round-trip time then, in milliseconds.
+    pub srtt_ms: Option<f64>,
+    /// Milliseconds from the end of the connection (negative: before it).
+    pub from_end_ms: f64,
+}
+
+/// What the packets say about the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// A device between the ends had dropped (forgotten) the flow: it answered for the
+    /// peer with a RST the peer did not send.
+    DeviceDroppedFlow,
+    /// The peer stopped answering: nothing arrived while this end kept sending.
+    PeerStoppedAnswering,
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PathFinding {
+    pub kind: PathKind,
+    /// Seconds the flow was quiet (no packet from the peer) before it: for a device,
+    /// the most its idle timeout can be.
+    pub idle_s: Option<f64>,
+    /// The finding in words, with its numbers.
+    pub finding: String,
 }
 
 impl Default for ConnectionClosed {
@@ -527,6 +610,8 @@ impl Default for ConnectionClosed {
             netns: None,
             redis_server: None,
             peer_proxy: None,
+            packets: Vec::new(),
+            path: None,
         }
     }
 }

@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub use redis_lab::{
-    MEMCG_LIMIT_BYTES, MemCgroup, Netns, Redis, RedisOptions, in_netns, resp, wait_closed,
+    MEMCG_LIMIT_BYTES, MemCgroup, Netns, Redis, RedisOptions, Topology, in_netns, resp, run_in,
+    wait_closed,
 };
 use serde_json::Value;
 

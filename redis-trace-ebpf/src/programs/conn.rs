@@ -14,6 +14,7 @@ use redis_trace_ebpf::{
 use super::maps::{
     CONNS, EVENTS, FREEING, OWN_SOCKS, TUPLES, count, redis_probe_setting, wakeup_flags,
 };
+use super::packets::{emit_packets, forget_packets};
 use super::read::{Rec, Tuple, field, key_of, ports};
 use super::redis_uprobes::take_freeing;
 
@@ -146,10 +147,16 @@ fn try_inet_sock_set_state(ctx: &Rec) -> Option<()> {
     if let Some((how_, in_task)) = how_ {
         if let Some(claimed) = claim(&key, t.side) {
             emit_closed(&key, &t, claimed, how_, in_task, old, new);
+            if !on_loopback(&key) {
+                emit_packets(&key, t.side);
+            }
         }
     }
 
     if new == tcp_state::CLOSE {
+        if !on_loopback(&key) {
+            forget_packets(&key, t.side);
+        }
         // Forget the connection once every socket of it that we saw has closed. With its
         // start unseen we cannot know whether the other end is local and still open, so
         // such entries are left for the LRU to recycle rather than risk a second record.
@@ -191,7 +198,7 @@ fn tuple_of(key: &ConnKey) -> ConnKey {
 /// `::1`): such a connection never leaves its namespace, so both of its ends share the
 /// key and `TUPLES` has nothing to tell.
 #[inline(always)]
-fn on_loopback(key: &ConnKey) -> bool {
+pub(super) fn on_loopback(key: &ConnKey) -> bool {
     let a = &key.client_addr;
     // Two plain 8-byte loads (a slice comparison would need memcmp, which BPF lacks).
     // SAFETY: both reads lie within the 16-byte array; any bit pattern is a valid u64.

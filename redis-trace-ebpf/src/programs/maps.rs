@@ -9,8 +9,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use redis_trace_ebpf::{
-    Config, ConnKey, ConnState, MAX_CONNS, MAX_OWN_SOCKS, MAX_PORTS, MAX_PROC_NAMES,
-    MAX_SCOPED_NETNS, MAX_WATCHED_PIDS, RING_BYTES, counter, redis_probes,
+    Config, ConnKey, ConnState, FlowKey, MAX_CONNS, MAX_FLOWS, MAX_OWN_SOCKS, MAX_PORTS,
+    MAX_PROC_NAMES, MAX_SCOPED_NETNS, MAX_WATCHED_PIDS, PORT_BIT_WORDS, PeerPackets, RING_BYTES,
+    counter, redis_probes,
 };
 
 use super::read::RECORD_BYTES;
@@ -22,6 +23,17 @@ pub(super) static CONFIG: Global<Config> = Global::new(Config::EMPTY);
 /// Traced ports (host order) -> 1.
 #[map]
 pub(super) static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// The traced ports again, as a bitmap (bit `port % 32` of word `port / 32`): the packet
+/// programs run for every packet of the host, and an array lookup is a plain load.
+#[map]
+pub(super) static PORT_BITS: Array<u32> = Array::with_max_entries(PORT_BIT_WORDS, 0);
+
+/// What arrived at each end of the traced connections that leave this host's loopback
+/// (see [`PeerPackets`]); keyed by addresses and the receiving end.
+#[map]
+pub(super) static FLOWS: LruHashMap<FlowKey, PeerPackets> =
+    LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
 /// Network namespaces a scoped capture traces (`--pid`, `--netns`, `--container`) -> 1.
 #[map]

@@ -12,7 +12,7 @@
 //! By concern: [`maps`] (every map and global), [`read`] (tracepoint records and their
 //! fields), [`conn`] (connection state, `inet_sock_set_state`), [`resets`] (RSTs and
 //! socket errors), [`redis_uprobes`] (Redis's client frees), [`process`] (OOM kills,
-//! signals, exits). Program and map names are what the loader attaches and opens by
+//! signals, exits), [`packets`] (the `cgroup_skb` programs: what arrived at each end). Program and map names are what the loader attaches and opens by
 //! (`redis-trace/src/kernel/load.rs`, `kernel/uprobes.rs`): keep them.
 
 // aya-ebpf's map methods take `impl Borrow<K>`, so clippy asks for keys and values by
@@ -41,6 +41,7 @@ macro_rules! config {
 
 mod conn;
 mod maps;
+mod packets;
 mod process;
 mod read;
 mod redis_uprobes;

@@ -11,8 +11,9 @@ use redis_trace_ebpf::{
     ConnKey, ConnState, IPPROTO_TCP, NO_REASON, SockEvent, conn_flags, counter, kind, sock_event,
 };
 
-use super::conn::{is_own, own_conn, rst_bit};
+use super::conn::{is_own, on_loopback, own_conn, rst_bit};
 use super::maps::{CONNS, EVENTS, count, wakeup_flags};
+use super::packets::emit_packets;
 use super::read::{Rec, Tuple, field, key_of, ports};
 
 #[tracepoint]
@@ -48,9 +49,13 @@ fn try_reset(ctx: &Rec, sent: bool) -> Option<()> {
         } else {
             0
         };
+        let mut reported = false;
         match CONNS.get_ptr_mut(&key) {
             // SAFETY: map value pointer, valid for this program's run.
-            Some(s) => unsafe { (*s).flags |= rst_bit(t.side) | own },
+            Some(s) => unsafe {
+                (*s).flags |= rst_bit(t.side) | own;
+                reported = (*s).reported != 0;
+            },
             None => {
                 let fresh = ConnState {
                     start_ns: 0,
@@ -72,6 +77,10 @@ fn try_reset(ctx: &Rec, sent: bool) -> Option<()> {
             false,
             state,
         );
+        // A RST after the record (one that answers our FIN): what it looked like.
+        if reported && !on_loopback(&key) {
+            emit_packets(&key, t.side);
+        }
         return Some(());
     }
     // A sent RST never claims: the state change (abort) or error event around it does,

@@ -15,14 +15,15 @@ use std::time::SystemTime;
 use crate::cause::{Cause, ClosedBy};
 use crate::kernel::assemble::KernelClose;
 use crate::schema::{
-    ClientClass, Direction, KernelEvent, Packet, ProbeStatus, ProcessEvent, RedisCodePath,
-    RedisSettings, Side,
+    ClientClass, Direction, KernelEvent, Packet, PathFinding, ProbeStatus, ProcessEvent,
+    RedisCodePath, RedisSettings, Side,
 };
 use crate::sources::redis::{ClientEntry, RedisConfig};
 use crate::sources::redis_log::LogEvent;
 
 pub mod code_paths;
 pub mod counters;
+pub mod path;
 mod redis;
 #[cfg(test)]
 mod tests;
@@ -117,6 +118,8 @@ pub struct Verdict {
     pub killer: Option<String>,
     /// The Redis settings the cause rests on.
     pub settings: RedisSettings,
+    /// What the packets say about the path (a device that dropped the flow, ...).
+    pub path: Option<PathFinding>,
 }
 
 impl Verdict {
@@ -127,6 +130,7 @@ impl Verdict {
             client_class: None,
             killer: None,
             settings: RedisSettings::default(),
+            path: None,
         }
     }
 
@@ -149,6 +153,17 @@ impl Verdict {
 /// applied afterwards across a poll window by [`apply_counters`], since one counter
 /// increase can only explain one connection.
 pub fn classify(c: &KernelClose, facts: &Facts<'_>) -> Verdict {
+    let mut v = classify_close(c, facts);
+    if v.path.is_none()
+        && let Some((finding, ev)) = path::path_finding(c)
+    {
+        v.evidence.push(ev);
+        v.path = Some(finding);
+    }
+    v
+}
+
+fn classify_close(c: &KernelClose, facts: &Facts<'_>) -> Verdict {
     let mut kernel = vec![Evidence::new(Source::KernelClose, kernel_sentence(c))];
     if c.kernel_event == KernelEvent::Timeout {
         kernel.push(Evidence::new(
@@ -189,7 +204,7 @@ pub fn classify(c: &KernelClose, facts: &Facts<'_>) -> Verdict {
             Verdict::new(Cause::ClientReset, kernel)
         }
         (Some(Side::Client), Some(Packet::Rst), KernelEvent::ReceivedRst)
-        | (Some(Side::Server), _, KernelEvent::ReceivedRst) => received_rst(c, kernel),
+        | (Some(Side::Server), _, KernelEvent::ReceivedRst) => received_rst(c, facts, kernel),
         (Some(Side::Server), _, _) => {
             // Redis's own decision, seen by the uprobes: the strongest evidence there is.
             match code_paths::from_code_path(c, facts, &mut kernel) {
@@ -236,7 +251,7 @@ fn kernel_sentence(c: &KernelClose) -> String {
 }
 
 /// A RST that arrived: from the other end, or from something in the path.
-fn received_rst(c: &KernelClose, mut ev: Vec<Evidence>) -> Verdict {
+fn received_rst(c: &KernelClose, facts: &Facts<'_>, mut ev: Vec<Evidence>) -> Verdict {
     let sender = c.closed_by_side.unwrap_or(Side::Unknown);
     let sent_by_sender = c
         .resets
@@ -266,12 +281,80 @@ fn received_rst(c: &KernelClose, mut ev: Vec<Evidence>) -> Verdict {
         };
         return Verdict::new(cause, ev);
     }
-    ev.push(Evidence::new(
-        Source::Kernel,
-        format!(
-            "kernel: the RST came from the {name}'s address, which is not on this host: \
-             nothing here tells that end from a device in the path"
-        ),
-    ));
-    Verdict::new(Cause::PeerReset, ev)
+    // The other end is not on this host: its packets tell whether it sent the RST.
+    let peer = path::end_name(sender);
+    let addr = if sender == Side::Server {
+        c.server
+    } else {
+        c.client
+    };
+    let arrivals = c.arrivals.iter().find(|a| a.at == c.observed_on);
+    match arrivals.map(|a| (a, path::rst_origin(a, peer, addr))) {
+        Some((a, path::RstOrigin::Device(found))) => {
+            ev.push(Evidence::new(
+                Source::Kernel,
+                format!(
+                    "kernel: the RST came from the {name}'s address, which is not on this host; \
+                     its packets say a device in the path sent it{}",
+                    if sender == Side::Server {
+                        " (a RST claimed from Redis)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+            ev.extend(found);
+            let mut v = Verdict::new(Cause::MiddleboxReset, ev);
+            if let Some(q) = path::quiet_before_rst(a) {
+                let finding = format!(
+                    "a device in the path reset this flow after {:.1} s with no packet from the \
+                     {peer}: its idle timeout is at most that",
+                    q as f64 / 1e9
+                );
+                v.evidence
+                    .push(Evidence::new(Source::Kernel, format!("path: {finding}")));
+                v.path = Some(PathFinding {
+                    kind: crate::schema::PathKind::DeviceDroppedFlow,
+                    idle_s: Some(q as f64 / 1e9),
+                    finding,
+                });
+            }
+            v
+        }
+        Some((_, path::RstOrigin::Peer(found))) => {
+            ev.extend(found);
+            let cause = if sender == Side::Client {
+                Cause::ClientReset
+            } else {
+                Cause::RedisCloseUnknown
+            };
+            Verdict::new(cause, ev)
+        }
+        other => {
+            ev.push(Evidence::new(
+                Source::Kernel,
+                format!(
+                    "kernel: the RST came from the {name}'s address, which is not on this host: \
+                     nothing here tells that end from a device in the path"
+                ),
+            ));
+            match other {
+                Some((_, path::RstOrigin::Unsure(found))) => ev.extend(found),
+                _ => {
+                    if let Some(m) = facts.missing(crate::kernel::packets::PACKETS_PROBE) {
+                        ev.push(Evidence::new(
+                            Source::Unavailable,
+                            format!(
+                                "packets: {} is not running ({}): the RST cannot be checked \
+                                 against {peer}'s packets",
+                                m.probe,
+                                m.why.as_deref().unwrap_or("unavailable")
+                            ),
+                        ));
+                    }
+                }
+            }
+            Verdict::new(Cause::PeerReset, ev)
+        }
+    }
 }

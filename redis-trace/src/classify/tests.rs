@@ -37,6 +37,7 @@ fn closed(side: &str, packet: Option<Packet>, event: KernelEvent, t: f64) -> Ker
         both_ends_local: false,
         resets: vec![],
         redis: RedisRaw::default(),
+        arrivals: Vec::new(),
     }
 }
 

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use redis_trace_ebpf::{
-    ConnClosed, ConnKey, NO_NETNS, NO_REASON, SockEvent, conn_flags, how, side, sock_event,
+    ConnClosed, ConnKey, EndPacket, NO_NETNS, NO_REASON, PacketsSeen, SockEvent, conn_flags,
+    flow_flags, how, side, sock_event,
 };
 
 use super::decode::{client, comm, errno_name, server};
@@ -52,6 +53,84 @@ pub struct KernelClose {
     pub resets: Vec<KernelReset>,
     /// What the Redis uprobes recorded for this close (all 0 when nothing).
     pub redis: RedisRaw,
+    /// What arrived at each end's socket, from the packet programs (connections that
+    /// leave the loopback; the latest account of each end).
+    pub arrivals: Vec<Arrivals>,
+}
+
+/// The packets that arrived at one end of a connection: the peer's own (a fingerprint:
+/// TTLs, IP IDs) and the first RST and FIN. Times are kernel ns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrivals {
+    /// The end whose socket received them.
+    pub at: Side,
+    pub ip_version: u8,
+    /// Whether the first packet was the connection's SYN or SYN-ACK.
+    pub start_seen: bool,
+    /// Packets counted (RSTs and FINs apart).
+    pub packets: u32,
+    /// (first, lowest, highest) TTL or hop limit of the counted packets.
+    pub ttl: Option<(u8, u8, u8)>,
+    /// IPv4 only: the last counted packet's IP ID, and how many followed the one
+    /// before by a small step.
+    pub last_ip_id: Option<u16>,
+    pub ip_id_follows: u32,
+    pub ip_id_zero: u32,
+    pub last_rx_ns: Option<u64>,
+    pub last_tx_ns: Option<u64>,
+    /// Packets this end sent since the peer's last one arrived.
+    pub sent_since_rx: u32,
+    pub rst: Option<EndArrival>,
+    pub fin: Option<EndArrival>,
+}
+
+/// The first RST or FIN that arrived at an end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndArrival {
+    pub ts_ns: u64,
+    /// This end's last packet before it.
+    pub last_tx_ns: Option<u64>,
+    pub srtt_us: Option<u32>,
+    pub count: u32,
+    pub window: u16,
+    /// IPv4 only.
+    pub ip_id: Option<u16>,
+    pub ttl: u8,
+    pub tcp_flags: u8,
+}
+
+impl Arrivals {
+    pub fn from_raw(p: &PacketsSeen) -> Self {
+        let f = &p.flow;
+        let v4 = f.ip_version == 4;
+        let end = |e: &EndPacket| {
+            (e.ts_ns != 0).then_some(EndArrival {
+                ts_ns: e.ts_ns,
+                last_tx_ns: (e.last_tx_ns != 0).then_some(e.last_tx_ns),
+                srtt_us: (e.srtt_us != 0).then_some(e.srtt_us),
+                count: e.count,
+                window: e.window,
+                ip_id: v4.then_some(e.ip_id),
+                ttl: e.ttl,
+                tcp_flags: e.tcp_flags,
+            })
+        };
+        Self {
+            at: side_of(p.side),
+            ip_version: f.ip_version,
+            start_seen: f.flags & flow_flags::START_SEEN != 0,
+            packets: f.packets,
+            ttl: (f.packets > 0).then_some((f.first_ttl, f.min_ttl, f.max_ttl)),
+            last_ip_id: (v4 && f.packets > 0).then_some(f.last_ip_id),
+            ip_id_follows: u32::from(f.ip_id_follows),
+            ip_id_zero: u32::from(f.ip_id_zero),
+            last_rx_ns: (f.last_rx_ns != 0).then_some(f.last_rx_ns),
+            last_tx_ns: (f.last_tx_ns != 0).then_some(f.last_tx_ns),
+            sent_since_rx: f.sent_since_rx,
+            rst: end(&f.rst),
+            fin: end(&f.fin),
+        }
+    }
 }
 
 impl KernelClose {
@@ -99,6 +178,7 @@ struct Group {
     first_ts: u64,
     closed: Vec<ConnClosed>,
     socks: Vec<SockEvent>,
+    packets: Vec<PacketsSeen>,
     /// redis-trace's own connection (its Redis poller): not the user's traffic.
     own: bool,
 }
@@ -215,24 +295,24 @@ impl Assembler {
     /// The group a socket event belongs to: its own key's; for an event without a
     /// namespace, or on one end of a connection between two namespaces, the one group
     /// of the same addresses.
-    fn key_for_sock(&self, s: &SockEvent) -> ConnKey {
-        if self.groups.contains_key(&s.key) {
-            return s.key;
+    fn key_for_sock(&self, key: &ConnKey, side_: u32) -> ConnKey {
+        if self.groups.contains_key(key) {
+            return *key;
         }
         let others: Vec<ConnKey> = self
-            .others(&s.key)
+            .others(key)
             .filter(|k| {
-                s.key.netns == NO_NETNS
+                key.netns == NO_NETNS
                     || self.groups.get(k).is_some_and(|g| {
                         g.closed
                             .iter()
-                            .any(|o| o.observer != s.side && one_end_only(o))
+                            .any(|o| o.observer != side_ && one_end_only(o))
                     })
             })
             .collect();
         match others.as_slice() {
             [one] => *one,
-            _ => s.key,
+            _ => *key,
         }
     }
 
@@ -258,8 +338,17 @@ impl Assembler {
         g.closed.push(c);
     }
 
+    /// What arrived at one end, sent with its connection's record or after it.
+    pub fn push_packets(&mut self, p: PacketsSeen) {
+        let key = self.key_for_sock(&p.key, p.side);
+        // Only beside a record of its connection: alone, it explains nothing.
+        if let Some(g) = self.groups.get_mut(&key) {
+            g.packets.push(p);
+        }
+    }
+
     pub fn push_sock(&mut self, s: SockEvent) {
-        let key = self.key_for_sock(&s);
+        let key = self.key_for_sock(&s.key, s.side);
         self.absorb_unnamespaced(key);
         let g = self.group(key, s.ts_ns);
         g.first_ts = g.first_ts.min(s.ts_ns);
@@ -309,6 +398,7 @@ impl Assembler {
             g.own |= early.own;
             g.socks.extend(early.socks);
             g.closed.extend(early.closed);
+            g.packets.extend(early.packets);
         }
     }
 
@@ -331,7 +421,15 @@ impl Assembler {
         }
         if let Some(first) = g.closed.first().copied() {
             self.merged_duplicates += g.closed.len() as u64 - 1;
-            let record = self.connection(&first, &g.closed, &g.socks);
+            let mut record = self.connection(&first, &g.closed, &g.socks);
+            // The latest account of each end: one sent after a late RST has it.
+            g.packets.sort_by_key(|p| p.ts_ns);
+            for p in g.packets.iter().rev() {
+                let a = Arrivals::from_raw(p);
+                if !record.arrivals.iter().any(|o| o.at == a.at) {
+                    record.arrivals.push(a);
+                }
+            }
             if record.start_ns.is_none()
                 && record.server_process.is_none()
                 && record.client_process.is_none()
@@ -526,6 +624,7 @@ impl Assembler {
                 decided_in_caller: c.redis_decided_in_caller,
                 client_flags: c.redis_client_flags,
             },
+            arrivals: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! size or an unknown kind is an error (counted by the caller), never a panic.
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use redis_trace_ebpf::{ConnClosed, ConnKey, ProcEvent, SockEvent, kind};
+use redis_trace_ebpf::{ConnClosed, ConnKey, PacketsSeen, ProcEvent, SockEvent, kind};
 
 /// A record from the kernel.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +12,7 @@ pub enum Record {
     Closed(ConnClosed),
     Sock(SockEvent),
     Proc(ProcEvent),
+    Packets(PacketsSeen),
 }
 
 impl Record {
@@ -25,6 +26,7 @@ impl Record {
             kind::CONN_CLOSED => read::<ConnClosed>(bytes).map(Record::Closed),
             kind::SOCK => read::<SockEvent>(bytes).map(Record::Sock),
             kind::PROC => read::<ProcEvent>(bytes).map(Record::Proc),
+            kind::PACKETS => read::<PacketsSeen>(bytes).map(Record::Packets),
             other => Err(format!("unknown record kind {other}")),
         }
     }

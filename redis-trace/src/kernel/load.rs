@@ -10,6 +10,7 @@ use aya::{
 use redis_trace_ebpf::{Config, MAX_PORTS, MAX_PROC_NAMES, MAX_SCOPED_NETNS, RING_BYTES, counter};
 
 use super::layout::{self, PROBES, Probe, ResetReasons};
+use super::packets::{self, PACKETS_COST, PACKETS_PROBE};
 use crate::kernel::tracefs;
 use crate::schema::ProbeStatus;
 
@@ -305,6 +306,29 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
             Err(e) => return Err(e),
         }
     }
+    // The packet programs: what arrived at each end of the connections that leave the
+    // loopback (TTL, IP ID, the RST's and FIN's numbers). Never essential.
+    let left_out = std::env::var(WITHOUT_PROBES).unwrap_or_default();
+    let packets = if left_out.split(',').any(|p| p.trim() == PACKETS_PROBE) {
+        Err(anyhow::anyhow!(
+            "left out by {WITHOUT_PROBES} (how the capture degrades without it)"
+        ))
+    } else {
+        let mut notes = Vec::new();
+        let r = packets::attach(&mut ebpf, settings.ports, &mut notes);
+        for n in &notes {
+            crate::stderr::note(n);
+        }
+        r
+    };
+    match packets {
+        Ok(()) => attached.push(PACKETS_PROBE.to_string()),
+        Err(e) => unavailable.push(ProbeStatus {
+            probe: PACKETS_PROBE.to_string(),
+            why: Some(short_verifier_log(&format!("{e:#}"))),
+            cost: Some(PACKETS_COST.to_string()),
+        }),
+    }
     crate::classify::set_missing_probes(unavailable.clone());
     Ok(Loaded {
         ebpf,
@@ -370,7 +394,13 @@ fn short_verifier_log(why: &str) -> String {
     let lines: Vec<&str> = log
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with(';') && !l.starts_with("verification time"))
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with(';')
+                && !["verification time", "stack depth", "processed "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+        })
         .collect();
     let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
     format!("{} verifier: {}", why[..at].trim_end(), tail.join(" / "))
@@ -427,6 +457,7 @@ pub struct KernelCounters {
     pub ring_full: u64,
     pub conn_map_full: u64,
     pub own_socks_full: u64,
+    pub flows_full: u64,
     pub read_failed: u64,
     pub hits: u64,
 }
@@ -447,6 +478,7 @@ pub fn counters(ebpf: &Ebpf) -> Result<KernelCounters> {
         read_failed: sum(counter::READ_FAILED)?,
         hits: sum(counter::HITS)?,
         own_socks_full: sum(counter::OWN_SOCKS_FULL)?,
+        flows_full: sum(counter::FLOWS_FULL)?,
     })
 }
 

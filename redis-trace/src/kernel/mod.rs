@@ -6,6 +6,7 @@ pub mod btf;
 pub mod decode;
 pub mod layout;
 pub mod load;
+pub mod packets;
 pub mod redis_elf;
 pub mod tracefs;
 pub mod uprobes;

@@ -610,6 +610,7 @@ impl Flow {
                 self.assembler.push_closed(c);
             }
             Ok(decode::Record::Sock(s)) => self.assembler.push_sock(s),
+            Ok(decode::Record::Packets(p)) => self.assembler.push_packets(p),
             Ok(decode::Record::Proc(p)) => {
                 let ev = process_event(&p, &self.watched, &self.clock);
                 self.enricher.process_event(&ev);

@@ -51,7 +51,14 @@ pub fn connection_closed(
             p.comm, p.pid
         ));
     }
+    let packets = k
+        .arrivals
+        .iter()
+        .map(|a| crate::classify::path::view(a, k.close_ns))
+        .collect();
     ConnectionClosed {
+        packets,
+        path: verdict.path.clone(),
         netns: k.netns,
         redis_server,
         peer_proxy,
