@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use redis_trace_ebpf::{
-    ConnClosed, ConnKey, NO_FLAGS, NO_REASON, ProcEvent, SockEvent, conn_flags, how, kind,
-    proc_event, side, sock_event,
+    ConnClosed, ConnKey, EndPacket, NO_FLAGS, NO_REASON, PacketsSeen, PeerPackets, ProcEvent,
+    SockEvent, conn_flags, how, kind, proc_event, side, sock_event,
 };
 
 fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
@@ -258,6 +258,64 @@ fn main() -> std::io::Result<()> {
     let mut run = bytes_of(&v6);
     run.extend(bytes_of(&v6));
     seeds.push(("ipv6-duplicate", run));
+
+    // A remote client behind a router (tests/tests/middlebox.rs: 10.214.1.1 -> 10.214.2.2,
+    // one hop): the router's RST (TTL 64, IP ID 0) where the client's packets had TTL 63;
+    // then an idle timeout whose FIN the router answers with a RST after 4 s of quiet.
+    let remote = |client_port: u16| ConnKey {
+        server_addr: v4([10, 214, 2, 2]),
+        client_addr: v4([10, 214, 1, 1]),
+        server_port: 39573,
+        client_port,
+        netns: 4_026_532_664,
+    };
+    let fingerprint = |rst_at: u64, last_rx: u64| PeerPackets {
+        first_ns: T0,
+        last_rx_ns: last_rx,
+        last_tx_ns: last_rx + 14_000,
+        packets: 3,
+        sent_since_rx: 1,
+        first_ttl: 63,
+        min_ttl: 63,
+        max_ttl: 63,
+        ip_version: 4,
+        last_ip_id: 20939,
+        ip_id_follows: 2,
+        rst: EndPacket {
+            ts_ns: rst_at,
+            last_tx_ns: rst_at - 14_000,
+            srtt_us: 30,
+            count: 1,
+            ttl: 64,
+            tcp_flags: 0x04,
+            ..EndPacket::default()
+        },
+        ..PeerPackets::default()
+    };
+    let mut reset = closed(how::RECEIVED_RST, side::SERVER, 60612, redis, T0 + 9600 * ms);
+    reset.key = remote(60612);
+    reset.in_task = 0;
+    reset.sockets_seen = conn_flags::SERVER_SEEN as u16;
+    let mut run = bytes_of(&reset);
+    run.extend(bytes_of(&PacketsSeen {
+        kind: kind::PACKETS,
+        side: side::SERVER,
+        ts_ns: T0 + 9600 * ms,
+        key: remote(60612),
+        flow: fingerprint(T0 + 9600 * ms - 13_000, T0 + 9600 * ms - 110_000),
+    }));
+    let mut fin = closed(how::SENT_FIN, side::SERVER, 60614, redis, T0 + 14_000 * ms);
+    fin.key = remote(60614);
+    fin.sockets_seen = conn_flags::SERVER_SEEN as u16;
+    run.extend(bytes_of(&fin));
+    run.extend(bytes_of(&PacketsSeen {
+        kind: kind::PACKETS,
+        side: side::SERVER,
+        ts_ns: T0 + 14_000 * ms + 90_000,
+        key: remote(60614),
+        flow: fingerprint(T0 + 14_000 * ms + 80_000, T0 + 10_000 * ms),
+    }));
+    seeds.push(("remote-middlebox-packets", run));
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/ring_record");
     std::fs::create_dir_all(&dir)?;

@@ -53,6 +53,11 @@ fuzz_target!(|data: &[u8]| {
                 let _ = (comm(&p.comm), comm(&p.actor_comm), clock.wall(p.ts_ns));
                 (size_of_val(&p), p.ts_ns)
             }
+            Record::Packets(p) => {
+                let _ = (server(&p.key), client(&p.key));
+                asm.push_packets(p);
+                (size_of_val(&p), p.ts_ns)
+            }
         };
         let _ = asm.pending();
         asm.flush(ts, &mut out);

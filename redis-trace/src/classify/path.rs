@@ -72,7 +72,7 @@ fn ms(ns: u64) -> f64 {
 fn span(ns: u64) -> String {
     if ns < 1_000_000 {
         format!("{} µs", ns / 1000)
-    } else if ns < 10_000_000_000 {
+    } else if ns < 1_000_000_000 {
         format!("{:.1} ms", ns as f64 / 1e6)
     } else {
         format!("{:.1} s", ns as f64 / 1e9)
@@ -120,7 +120,8 @@ pub fn rst_origin(a: &Arrivals, peer: &str, addr: SocketAddr) -> RstOrigin {
             ),
         )
     });
-    if max - min > TTL_SPREAD {
+    // (From the kernel, min <= max; a record that says otherwise proves nothing.)
+    if max.saturating_sub(min) > TTL_SPREAD || min > max {
         let mut ev = vec![Evidence::new(
             Source::Kernel,
             format!(
@@ -140,13 +141,9 @@ pub fn rst_origin(a: &Arrivals, peer: &str, addr: SocketAddr) -> RstOrigin {
                  {peer}'s TCP stack"
             )
         } else if rst.ttl > max {
-            let hops = rst.ttl - max;
-            format!(
-                "it was sent {hops} hop{} closer than {peer}",
-                if hops == 1 { "" } else { "s" }
-            )
+            format!("it was sent {} closer than {peer}", hops(rst.ttl - max))
         } else {
-            format!("it was sent {} hops farther than {peer}", min - rst.ttl)
+            format!("it was sent {} farther than {peer}", hops(min - rst.ttl))
         };
         let mut ev = vec![Evidence::new(
             Source::Kernel,
@@ -220,6 +217,14 @@ pub fn rst_origin(a: &Arrivals, peer: &str, addr: SocketAddr) -> RstOrigin {
                 }
             ),
         )]),
+    }
+}
+
+fn hops(n: u8) -> String {
+    if n == 1 {
+        "1 hop".into()
+    } else {
+        format!("{n} hops")
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::kernel::assemble::{KernelReset, RedisRaw};
+use crate::kernel::assemble::{Arrivals, EndArrival, KernelReset, RedisRaw};
 use crate::schema::{ProbeStatus, ProcessEventKind, ProcessRef, SignalInfo};
 use crate::sources::redis::BufferLimit;
 use crate::sources::redis_log::parse_line;
@@ -520,4 +520,277 @@ fn a_monitor_over_its_output_buffer_is_not_called_a_replica() {
     let v = classify(&c, &with_path(evidence(None, None, &[], &[]), &p));
     assert_eq!(v.cause, Cause::RedisOutputBufferLimit, "{v:#?}");
     assert_eq!(v.client_class, Some(ClientClass::Normal), "{v:#?}");
+}
+
+// ---- the packets: RSTs checked against the peer's own (numbers from the scenario tests
+// in tests/tests/middlebox.rs: a client one hop behind a router, 10.214.1.1 -> 10.214.2.2)
+
+const MS: u64 = 1_000_000;
+
+/// What arrived at Redis's end: 3 client packets with TTL 63 and IP IDs in sequence up
+/// to 20939, then a RST with `rst_ttl` and `rst_id`, 14 µs after Redis's last packet.
+fn arrivals(rst_ttl: u8, rst_id: Option<u16>) -> Arrivals {
+    Arrivals {
+        at: Side::Server,
+        ip_version: if rst_id.is_some() { 4 } else { 6 },
+        start_seen: false,
+        packets: 3,
+        ttl: Some((63, 63, 63)),
+        last_ip_id: rst_id.map(|_| 20939),
+        ip_id_follows: 2,
+        ip_id_zero: 0,
+        last_rx_ns: Some(10 * MS),
+        last_tx_ns: Some(10 * MS + 14_000),
+        sent_since_rx: 1,
+        rst: Some(EndArrival {
+            ts_ns: 10 * MS + 28_000,
+            last_tx_ns: Some(10 * MS + 14_000),
+            srtt_us: Some(30),
+            count: 1,
+            window: 0,
+            ip_id: rst_id,
+            ttl: rst_ttl,
+            tcp_flags: 0x04,
+        }),
+        fin: None,
+    }
+}
+
+fn remote_rst(a: Arrivals) -> KernelClose {
+    let mut c = closed("client", Some(Packet::Rst), KernelEvent::ReceivedRst, 1.0);
+    c.server = "10.214.2.2:6379".parse().expect("addr");
+    c.client = "10.214.1.1:50000".parse().expect("addr");
+    c.pid = None;
+    c.comm = None;
+    c.close_ns = a.rst.map_or(0, |r| r.ts_ns);
+    c.arrivals = vec![a];
+    c
+}
+
+fn origin(a: &Arrivals) -> path::RstOrigin {
+    path::rst_origin(a, "the client", "10.214.1.1:50000".parse().expect("addr"))
+}
+
+fn texts(ev: &[Evidence]) -> String {
+    ev.iter()
+        .map(|e| e.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_rst_one_hop_closer_than_the_client_is_a_middlebox() {
+    // nftables' reject: the router's initial TTL 64, IP ID 0.
+    let c = remote_rst(arrivals(64, Some(0)));
+    let v = classify(&c, &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::MiddleboxReset, "{v:#?}");
+    let t = texts(&v.evidence);
+    assert!(
+        t.contains(
+            "the RST arrived with TTL 64; every packet from 10.214.1.1:50000 on this connection (3) \
+             had TTL 63: it was sent 1 hop closer than the client"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("its IP ID 0 does not continue"), "{t}");
+    // Two hops closer, and one hop farther, are devices too: the rule is the mismatch.
+    let mut two = arrivals(64, Some(0));
+    two.ttl = Some((62, 62, 62));
+    assert!(
+        matches!(origin(&two), path::RstOrigin::Device(e) if texts(&e).contains("2 hops closer"))
+    );
+    assert!(
+        matches!(origin(&arrivals(62, Some(0))), path::RstOrigin::Device(e) if texts(&e).contains("1 hop farther"))
+    );
+}
+
+#[test]
+fn a_rst_with_another_initial_ttl_is_not_the_clients_stack() {
+    // A Windows client (initial 128, 10 hops) and a RST from network gear (initial 255).
+    let mut a = arrivals(250, Some(0));
+    a.ttl = Some((118, 118, 118));
+    match origin(&a) {
+        path::RstOrigin::Device(e) => {
+            assert!(
+                texts(&e).contains("another initial TTL (255, the client's 128)"),
+                "{}",
+                texts(&e)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_rst_that_continues_the_clients_ip_ids_is_a_client_reset() {
+    // SO_LINGER 0 through the router: TTL 63, IP ID one after the client's last.
+    let c = remote_rst(arrivals(63, Some(20940)));
+    let v = classify(&c, &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::ClientReset, "{v:#?}");
+    assert!(texts(&v.evidence).contains("continues the client's sequence (last 20939)"));
+}
+
+#[test]
+fn a_matching_ttl_with_a_broken_ip_id_sequence_stays_peer_reset() {
+    // The client's host answering for a socket already gone sends IP ID 0 too.
+    let c = remote_rst(arrivals(63, Some(0)));
+    let v = classify(&c, &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::PeerReset, "{v:#?}");
+    assert!(texts(&v.evidence).contains("does not continue the client's sequence"));
+}
+
+#[test]
+fn ipv6_rests_on_the_hop_limit_alone_and_says_so() {
+    let c = remote_rst(arrivals(63, None));
+    let v = classify(&c, &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::ClientReset, "{v:#?}");
+    assert!(texts(&v.evidence).contains("rests on the hop limit alone: IPv6 has no IP ID"));
+    assert_eq!(
+        classify(
+            &remote_rst(arrivals(64, None)),
+            &evidence(None, None, &[], &[])
+        )
+        .cause,
+        Cause::MiddleboxReset
+    );
+}
+
+#[test]
+fn too_little_to_tell_stays_peer_reset_and_says_why() {
+    // No packet of the client seen (a capture started after its last one).
+    let mut a = arrivals(64, Some(0));
+    a.packets = 0;
+    a.ttl = None;
+    let v = classify(&remote_rst(a), &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::PeerReset, "{v:#?}");
+    assert!(texts(&v.evidence).contains("nothing to check it against"));
+    // TTLs that vary on their own (several paths).
+    let mut a = arrivals(64, Some(0));
+    a.ttl = Some((55, 55, 63));
+    let v = classify(&remote_rst(a), &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::PeerReset, "{v:#?}");
+    assert!(texts(&v.evidence).contains("vary on their own"));
+    // A client zero hops away, with nothing else to check (IPv6): a device on the same
+    // link would look the same.
+    let mut a = arrivals(64, None);
+    a.ttl = Some((64, 64, 64));
+    let v = classify(&remote_rst(a), &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::PeerReset, "{v:#?}");
+    assert!(texts(&v.evidence).contains("zero hops away"));
+    // A record whose TTL range is upside down (not from this kernel) proves nothing.
+    let mut a = arrivals(64, Some(0));
+    a.ttl = Some((63, 70, 60));
+    assert!(matches!(origin(&a), path::RstOrigin::Unsure(_)));
+}
+
+#[test]
+fn a_rst_sooner_than_the_round_trip_contradicts_the_client_but_never_decides() {
+    // 20 ms to the client; the RST came 1 ms after Redis's packet.
+    let mut a = arrivals(63, Some(20940));
+    if let Some(r) = a.rst.as_mut() {
+        r.srtt_us = Some(20_000);
+        r.last_tx_ns = Some(r.ts_ns - MS);
+    }
+    match origin(&a) {
+        path::RstOrigin::Unsure(e) => assert!(
+            texts(&e).contains("sooner than the client could answer it"),
+            "{}",
+            texts(&e)
+        ),
+        other => panic!("a fast RST must contradict the client: {other:?}"),
+    }
+    // With the TTL already saying "device", it is one more fact.
+    if let Some(r) = a.rst.as_mut() {
+        r.ttl = 64;
+    }
+    assert!(
+        matches!(origin(&a), path::RstOrigin::Device(e) if texts(&e).contains("sooner than the client"))
+    );
+}
+
+#[test]
+fn without_the_packet_programs_a_remote_rst_says_what_is_missing() {
+    let mut c = remote_rst(arrivals(64, Some(0)));
+    c.arrivals.clear();
+    let missing = [ProbeStatus {
+        probe: crate::kernel::packets::PACKETS_PROBE.into(),
+        why: Some("left out".into()),
+        cost: None,
+    }];
+    let mut f = evidence(None, None, &[], &[]);
+    f.missing_probes = &missing;
+    let v = classify(&c, &f);
+    assert_eq!(v.cause, Cause::PeerReset, "{v:#?}");
+    assert!(texts(&v.evidence).contains("cgroup_skb:packets is not running (left out)"));
+}
+
+#[test]
+fn an_idle_timeout_whose_fin_a_forgetful_nat_answers_keeps_its_cause_and_gains_a_path() {
+    // Redis's FIN after 4 s of quiet (the client's last packet at 10 ms), answered 80 µs
+    // later by the router's RST (TTL 64).
+    let mut c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 20.3);
+    c.close_ns = 4010 * MS;
+    let mut a = arrivals(64, Some(0));
+    a.rst = a.rst.map(|r| EndArrival {
+        ts_ns: c.close_ns + 80_000,
+        ..r
+    });
+    c.arrivals = vec![a];
+    let e = entry(3, "N", 0);
+    let cfg = config();
+    let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+    assert_eq!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
+    let p = v.path.as_ref().expect("a path finding");
+    assert_eq!(p.kind, crate::schema::PathKind::DeviceDroppedFlow);
+    assert_eq!(p.idle_s, Some(4.0));
+    assert!(
+        p.finding.contains("after at most 4.0 ms")
+            || p.finding.contains("after at most 4000.0 ms")
+            || p.finding.contains("after at most 4.0 s"),
+        "{}",
+        p.finding
+    );
+    assert!(texts(&v.evidence).contains("path: a device in the path had dropped this flow"));
+    // The client's own host answering the FIN (TTL 63, IP ID in sequence) is no device.
+    let mut c2 = c.clone();
+    if let Some(r) = c2.arrivals[0].rst.as_mut() {
+        r.ttl = 63;
+        r.ip_id = Some(20940);
+    }
+    assert!(
+        classify(&c2, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]))
+            .path
+            .is_none()
+    );
+}
+
+#[test]
+fn a_keepalive_timeout_says_the_peer_stopped_answering() {
+    let mut c = closed("server", None, KernelEvent::Timeout, 6.0);
+    c.error = Some("ETIMEDOUT".into());
+    c.close_ns = 5010 * MS;
+    let mut a = arrivals(64, Some(0));
+    a.rst = None;
+    a.sent_since_rx = 4;
+    c.arrivals = vec![a];
+    let v = classify(&c, &evidence(None, None, &[], &[]));
+    assert_eq!(v.cause, Cause::KernelReset, "{v:#?}");
+    let p = v.path.as_ref().expect("a path finding");
+    assert_eq!(p.kind, crate::schema::PathKind::PeerStoppedAnswering);
+    assert_eq!(p.idle_s, Some(5.0));
+    assert!(
+        p.finding.contains("4 packets of this end went unanswered"),
+        "{}",
+        p.finding
+    );
+    // Nothing sent since the peer's last packet: no such finding.
+    c.arrivals[0].sent_since_rx = 0;
+    assert!(classify(&c, &evidence(None, None, &[], &[])).path.is_none());
+}
+
+#[test]
+fn tcp_flags_read_in_header_order() {
+    assert_eq!(path::tcp_flags(0x14), "RST|ACK");
+    assert_eq!(path::tcp_flags(0x11), "FIN|ACK");
+    assert_eq!(path::tcp_flags(0), "");
 }

@@ -402,7 +402,7 @@ fn short_verifier_log(why: &str) -> String {
                     .any(|p| l.starts_with(p))
         })
         .collect();
-    let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+    let tail: Vec<&str> = lines.iter().rev().take(2).rev().copied().collect();
     format!("{} verifier: {}", why[..at].trim_end(), tail.join(" / "))
 }
 
