@@ -9,12 +9,13 @@
 //! removed on drop, also on failure. Root, one test at a time.
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use scenario_tests::{
-    Capture, Redis, Topology, closed_for, free_port, in_netns, require_root, run_in,
-    set_linger_zero,
+    Capture, Redis, Topology, closed_for, free_port, in_netns, private_dir, redis_trace_bin,
+    require_root, run_in, set_linger_zero,
 };
 use serde_json::Value;
 
@@ -150,13 +151,22 @@ fn ping(s: &mut TcpStream) -> std::io::Result<String> {
 }
 
 /// Waits for the record of `client`'s connection, then stops the capture.
-fn record_of(mut cap: Capture, client: SocketAddr, limit: Duration) -> Value {
+fn record_of(cap: Capture, client: SocketAddr, limit: Duration) -> Value {
+    let (r, _) = records_of(cap, client, limit);
+    r
+}
+
+/// Like [`record_of`], with every record the capture wrote (`capture_started` first).
+fn records_of(mut cap: Capture, client: SocketAddr, limit: Duration) -> (Value, Vec<Value>) {
     let want = client.to_string();
     cap.wait_for(limit, |r| {
         r["type"] == "connection_closed" && r["client"] == want.as_str()
     });
-    let records = cap.stop();
-    closed_for(&records, client)
+    let started = cap.started.clone();
+    let mut records = cap.stop();
+    let r = closed_for(&records, client);
+    records.insert(0, started);
+    (r, records)
 }
 
 fn evidence(r: &Value) -> String {
@@ -309,7 +319,7 @@ fn nat_idle_drop_keeps_the_idle_timeout_and_adds_the_path_finding() {
     let mut s = lab.client();
     let client = s.local_addr().expect("addr");
     let idle_from = Instant::now();
-    let r = record_of(cap, client, Duration::from_secs(20));
+    let (r, records) = records_of(cap, client, Duration::from_secs(20));
     let idled = idle_from.elapsed();
     assert_eq!(r["cause"], "redis_idle_timeout", "{r:#}");
     assert_eq!(r["kernel_event"], "sent_fin", "{r:#}");
@@ -331,6 +341,28 @@ fn nat_idle_drop_keeps_the_idle_timeout_and_adds_the_path_finding() {
         p["rst"]["from_end_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
         "the RST answered the FIN: {r:#}"
     );
+    // The report turns the finding into the fix, with the device's idle bound.
+    let dir = private_dir("mb-report");
+    let file = dir.join("capture.jsonl");
+    let lines: Vec<String> = records.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").expect("writing the capture");
+    let out = dir.join("report.md");
+    let status = Command::new(redis_trace_bin())
+        .arg("report")
+        .arg(&file)
+        .arg("-o")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("running redis-trace report");
+    assert!(status.success());
+    let report = std::fs::read_to_string(&out).expect("the report");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        report.contains("**Path: a device in the path dropped idle flows** (1)"),
+        "{report}"
+    );
+    assert!(report.contains("`CONFIG SET tcp-keepalive 2`"), "{report}");
     // What the application meets: its next command is reset by the router.
     s.write_all(b"PING\r\n").expect("write");
     let mut buf = [0u8; 64];

@@ -57,6 +57,12 @@ pub fn closed_line(c: &ConnectionClosed, color: bool) -> String {
         .key_evidence()
         .map(|e| format!("\n              {}", escape_name(e)))
         .unwrap_or_default();
+    // What the packets said about the path, whatever the cause: the operator's fix.
+    let path = c
+        .path
+        .as_ref()
+        .map(|p| format!("\n              path: {}", escape_name(&p.finding)))
+        .unwrap_or_default();
     let cause = if color {
         format!(
             "{}{:<26}\x1b[0m",
@@ -67,7 +73,7 @@ pub fn closed_line(c: &ConnectionClosed, color: bool) -> String {
         format!("{:<26}", c.cause.as_str())
     };
     format!(
-        "{}  {cause} {}{name} -> {}  closed by {side} ({packet}){timeout}{}{took}{class}{key}",
+        "{}  {cause} {}{name} -> {}  closed by {side} ({packet}){timeout}{}{took}{class}{key}{path}",
         clock_of(c.time),
         c.client,
         c.server,

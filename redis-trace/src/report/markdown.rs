@@ -14,7 +14,9 @@ use super::text::{
 };
 use crate::cause::Cause;
 use crate::diagnose::finding::Finding;
-use crate::schema::{EndedBy, KernelEvent, OutputBufferLimit, ProcessEventKind, RedisState};
+use crate::schema::{
+    self, EndedBy, KernelEvent, OutputBufferLimit, PathKind, ProcessEventKind, RedisState,
+};
 
 /// Examples shown per cause.
 const EXAMPLES: usize = 3;
@@ -475,6 +477,63 @@ fn what_to_do(o: &mut String, m: &Model, sum: &Summary) {
             code(cause.as_str()),
             t.meaning,
             t.fix
+        );
+    }
+    path_advice(o, m);
+}
+
+/// What the packets said about the path, whatever each connection's cause: a device
+/// that forgets idle flows is fixed by keeping flows below its idle timeout.
+fn path_advice(o: &mut String, m: &Model) {
+    let with = |k: PathKind| -> Vec<&schema::PathFinding> {
+        m.conns
+            .iter()
+            .filter_map(|c| c.rec.path.as_ref())
+            .filter(|p| p.kind == k)
+            .collect()
+    };
+    let dropped = with(PathKind::DeviceDroppedFlow);
+    if !dropped.is_empty() {
+        let shortest = dropped
+            .iter()
+            .filter_map(|p| p.idle_s)
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let bound = if shortest.is_finite() {
+            format!(
+                ", the shortest after {shortest:.1} s idle: that device's idle timeout is at most that"
+            )
+        } else {
+            String::new()
+        };
+        let keepalive = if shortest.is_finite() {
+            // Redis's keepalive probes start after `tcp-keepalive` seconds idle.
+            ((shortest / 2.0).floor() as u64).max(1).to_string()
+        } else {
+            "60".into()
+        };
+        let _ = writeln!(
+            o,
+            "- **Path: a device in the path dropped idle flows** ({}): the packets show a \
+             RST that the peer did not send (its TTL or IP ID differ from the peer's own \
+             packets){bound}.\n  **Fix:** keep idle connections from reaching that timeout: \
+             {} below it (e.g. {}), TCP keepalive on the clients, and a pool idle timeout \
+             shorter than it; or raise the device's idle timeout.\n",
+            dropped.len(),
+            code("tcp-keepalive"),
+            code(&format!("CONFIG SET tcp-keepalive {keepalive}")),
+        );
+    }
+    let silent = with(PathKind::PeerStoppedAnswering);
+    if !silent.is_empty() {
+        let _ = writeln!(
+            o,
+            "- **Path: peers stopped answering** ({}): this end kept sending (keepalive \
+             probes, retransmissions) and nothing came back until the kernel gave up: the \
+             peer's host vanished or the path dropped everything.\n  **Fix:** check those \
+             client hosts and the network at those times; keep {} on so dead peers are found.\n",
+            silent.len(),
+            code("tcp-keepalive"),
         );
     }
 }

@@ -206,6 +206,8 @@ pub(super) struct Rec {
     pub settings: schema::RedisSettings,
     /// The traced Redis it belongs to (container, pid, network namespace), as text.
     pub redis_server: Option<String>,
+    /// What the packets said about the path.
+    pub path: Option<schema::PathFinding>,
 }
 
 impl Rec {
@@ -240,6 +242,7 @@ impl Rec {
             client_process: proc_ref(&c.client_process),
             both_ends_local: c.both_ends_local,
             redis_server: c.redis_server.as_ref().map(|s| s.to_string()),
+            path: c.path.clone(),
             resets: c
                 .resets
                 .iter()
