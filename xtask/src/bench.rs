@@ -263,7 +263,7 @@ struct Sample {
     peak_rss_kb: Option<u64>,
 }
 
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return (f64::NAN, f64::NAN, f64::NAN);
@@ -387,7 +387,7 @@ fn info_stat(redis: &Redis, key: &str) -> Result<u64> {
 }
 
 /// Per-program kernel run time (kernel.bpf_stats_enabled): name -> (run_time_ns, run_cnt).
-fn bpf_prog_stats() -> BTreeMap<String, (u64, u64)> {
+pub(crate) fn bpf_prog_stats() -> BTreeMap<String, (u64, u64)> {
     let Ok(out) = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
@@ -682,6 +682,8 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
                 "mark_victim",
                 "signal_generate",
                 "sched_process_e",
+                "packet_in",
+                "packet_out",
             ]
             .iter()
             .any(|p| name.starts_with(p))
@@ -689,6 +691,17 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
             let _ = writeln!(out, "| {name} | {cnt} | {:.0} |", *ns as f64 / *cnt as f64);
         }
     }
+    let _ = writeln!(
+        out,
+        "\n(The packet programs run for every packet of the host; on the loopback, as here, \
+         they leave at their first check.)"
+    );
+    out.push_str(&crate::bench_packets::run(
+        bin,
+        s.rounds,
+        s.persistent_n / 3,
+        &dir,
+    )?);
     std::fs::write(dir.join("results.md"), &out)?;
     Ok(out)
 }

@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_packets;
 mod builds;
 mod dist;
 mod fuzz;
@@ -52,6 +53,9 @@ enum Task {
         /// Fewer requests per run (a quick look, noisier).
         #[arg(long)]
         quick: bool,
+        /// Only the packet programs' cost per packet (three namespaces of its own).
+        #[arg(long)]
+        packets: bool,
     },
     /// Run every fuzz target (fuzz/, cargo-fuzz on nightly) for a bounded time each, on a
     /// scratch corpus under target/fuzz/ seeded from fuzz/seeds/; fails if one crashed.
@@ -342,7 +346,11 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Task::Bench { rounds, quick } => {
+        Task::Bench {
+            rounds,
+            quick,
+            packets,
+        } => {
             setup()?;
             status(
                 "installing the tracers to compare with (bpftrace, libbpf-tools, bpftool)",
@@ -369,7 +377,14 @@ fn run() -> Result<()> {
                     churn_n: 50_000,
                 }
             };
-            let table = bench::run(&bin, settings, &root())?;
+            let table = if packets {
+                let dir = root().join("target/bench");
+                std::fs::create_dir_all(&dir)?;
+                let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+                bench_packets::run(&bin, settings.rounds, settings.persistent_n / 3, &dir)?
+            } else {
+                bench::run(&bin, settings, &root())?
+            };
             println!("{table}");
             eprintln!("xtask: written to target/bench/results.md");
             Ok(())
