@@ -133,6 +133,10 @@ pub struct DiagnoseArgs {
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
+    /// A capture (`capture --json`) whose path findings to check against this Redis's
+    /// `tcp-keepalive` (a device that drops idle flows); repeatable.
+    #[arg(long, value_name = "CAPTURE.jsonl")]
+    pub capture: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }

@@ -357,7 +357,36 @@ fn nat_idle_drop_keeps_the_idle_timeout_and_adds_the_path_finding() {
         .expect("running redis-trace report");
     assert!(status.success());
     let report = std::fs::read_to_string(&out).expect("the report");
+    // diagnose, run on the Redis host, checks its tcp-keepalive (300, the default)
+    // against the capture's bound.
+    let diag = Command::new("ip")
+        .args(["netns", "exec", &lab.topo.redis])
+        .arg(redis_trace_bin())
+        .args(["diagnose", "--redis-url"])
+        .arg(format!("redis://{}/", lab.server))
+        .arg("--capture")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running redis-trace diagnose");
     let _ = std::fs::remove_dir_all(&dir);
+    let diag_out = String::from_utf8_lossy(&diag.stdout);
+    // 2: warnings, 3: something critical (this host's kernel log may hold old OOM kills);
+    // never 1, an error.
+    assert!(
+        matches!(diag.status.code(), Some(2 | 3)),
+        "diagnose: {}\n{diag_out}\n{}",
+        diag.status,
+        String::from_utf8_lossy(&diag.stderr)
+    );
+    assert!(
+        diag_out.contains("a device in the path drops idle flows after at most"),
+        "{diag_out}"
+    );
+    assert!(
+        diag_out.contains("CONFIG SET tcp-keepalive 2"),
+        "{diag_out}"
+    );
     assert!(
         report.contains("**Path: a device in the path dropped idle flows** (1)"),
         "{report}"

@@ -101,6 +101,16 @@ pub const SCENARIOS: &[(&str, &str, &str)] = &[
         "RST from a router between namespaces (tcp_receive_reset, no tcp_send_reset)",
     ),
     (
+        "middlebox",
+        "router_reset_toward_redis_is_a_middlebox_by_its_ttl",
+        "a remote RST checked against the peer's packets (cgroup_skb programs, TTL)",
+    ),
+    (
+        "middlebox",
+        "nat_idle_drop_keeps_the_idle_timeout_and_adds_the_path_finding",
+        "a NAT that forgot an idle flow answers Redis's FIN (packets after the record)",
+    ),
+    (
         "causes_client_net",
         "retransmission_timeout_is_a_kernel_reset_or_says_what_is_missing",
         "the kernel gives up (retransmission timeout: inet_sk_error_report, or its absence)",

@@ -54,6 +54,8 @@ pub fn run(
             password_file: access.password_file,
             discovered,
             tls: access.tls,
+            // The report shows this capture's path findings itself.
+            captures: Vec::new(),
         })
         .ok()?;
         Some(d.findings)

@@ -25,6 +25,7 @@ pub fn run(args: &DiagnoseArgs, color: ColorChoice) -> Result<ExitCode> {
         password_file: args.password_file.clone(),
         discovered,
         tls: args.tls.settings(),
+        captures: args.capture.clone(),
     })?;
     let mut out = io::stdout().lock();
     if args.json {

@@ -36,6 +36,7 @@ mod host;
 mod log_summary;
 mod memory;
 mod oom;
+pub mod path;
 mod redis_checks;
 mod render;
 #[cfg(test)]
@@ -68,6 +69,8 @@ pub struct Options {
     /// `procinfo::trusted_server`), and to nothing when no server process is known.
     pub discovered: Option<Option<u32>>,
     pub tls: crate::sources::redis::tls::TlsSettings,
+    /// Captures whose path findings are checked against `tcp-keepalive` (`--capture`).
+    pub captures: Vec<PathBuf>,
 }
 
 /// The outcome: what Redis said about itself (None when it could not be read) and the
@@ -301,6 +304,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Diagnosis> {
                  {addr} is not a loopback address"
             )],
             "Run `redis-trace diagnose` on the Redis host too.",
+        ));
+    }
+    if !opts.captures.is_empty() {
+        let caps = crate::report::read::load(&opts.captures)?;
+        let bound = path::PathBound::from_records(caps.iter().flat_map(|c| &c.records));
+        findings.extend(path::check_path(
+            &bound,
+            facts.as_ref().and_then(|f| f.tcp_keepalive),
         ));
     }
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));

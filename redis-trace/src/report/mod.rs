@@ -21,7 +21,7 @@ use crate::diagnose::finding::Finding;
 
 mod markdown;
 mod model;
-mod read;
+pub(crate) mod read;
 mod redact;
 mod svg;
 mod text;
