@@ -245,7 +245,8 @@ fn arrived(ctx: &SkBuffContext) -> Option<()> {
                 (*f).max_ttl = ttl;
             }
             let step = ip_id.wrapping_sub((*f).last_ip_id);
-            if step >= 1 && step <= IP_ID_STEP {
+            // 1..=IP_ID_STEP, in one comparison (0 wraps to the top).
+            if step.wrapping_sub(1) < IP_ID_STEP {
                 (*f).ip_id_follows = (*f).ip_id_follows.saturating_add(1);
             }
         }
