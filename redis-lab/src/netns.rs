@@ -11,7 +11,8 @@ pub struct Netns {
     names: Vec<String>,
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+/// Runs `ip ARGS`; its stdout, or an error with its stderr.
+fn ip_output(args: &[&str]) -> Result<String> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
@@ -25,7 +26,11 @@ fn ip(args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    ip_output(args).map(drop)
 }
 
 impl Netns {
@@ -176,19 +181,7 @@ impl Topology {
 
 /// Runs a command inside namespace `ns` (`ip netns exec`); its stdout.
 pub fn run_in(ns: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ip netns exec (Debian package iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "{} in {ns}: {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    ip_output(&all)
 }

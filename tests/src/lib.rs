@@ -289,6 +289,19 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> bool {
     }
 }
 
+/// A record's evidence sentences, one per line (empty when it has none).
+pub fn evidence_text(r: &Value) -> String {
+    r["evidence"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
 /// The `connection_closed` records whose server end is on `port`.
 pub fn closed_on(records: &[Value], port: u16) -> Vec<Value> {
     records

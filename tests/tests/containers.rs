@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use scenario_tests::resp::command;
 use scenario_tests::{
-    Capture, Netns, Redis, closed_for, closed_on, free_port, in_netns, require_root,
+    Capture, Netns, Redis, closed_for, closed_on, evidence_text, free_port, in_netns, require_root,
 };
 use serde_json::Value;
 
@@ -144,18 +144,6 @@ fn wait_eof(s: &mut TcpStream, limit: Duration) {
     }
 }
 
-fn evidence(r: &Value) -> String {
-    r["evidence"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
 fn capture(args: &[&str]) -> Capture {
     let mut a: Vec<String> = vec!["capture".into(), "--json".into(), "-".into()];
     a.extend(args.iter().map(|s| s.to_string()));
@@ -220,7 +208,7 @@ fn redis_in_its_own_namespace_is_found_and_its_idle_timeout_explained_from_insid
         r["both_ends_local"], true,
         "the client end is on this host: {r:#}"
     );
-    let ev = evidence(&r);
+    let ev = evidence_text(&r);
     assert!(ev.contains("CLIENT LIST at "), "{ev}");
     assert!(ev.contains("config: timeout is 1s"), "{ev}");
     assert!(r["redis_client"]["id"].as_u64().is_some(), "{r:#}");
@@ -318,8 +306,8 @@ fn two_namespaces_on_one_loopback_port_keep_their_own_causes() {
     assert_eq!(b["pid"], p.redis[1].pid(), "{b:#}");
     assert_eq!(b["redis_server"]["pid"], p.redis[1].pid(), "{b:#}");
     // Each one's evidence is its own server's: pod B's timeout is 0.
-    assert!(evidence(&a).contains("config: timeout is 1s"), "{a:#}");
-    assert!(!evidence(&b).contains("timeout is 1s"), "{b:#}");
+    assert!(evidence_text(&a).contains("config: timeout is 1s"), "{a:#}");
+    assert!(!evidence_text(&b).contains("timeout is 1s"), "{b:#}");
     drop(p.ns);
 }
 
@@ -514,7 +502,7 @@ fn a_dnat_port_mapping_still_explains_an_output_buffer_limit() {
     assert_eq!(r["client_class"], "pubsub", "{r:#}");
     assert_eq!(r["netns"], netns_inode(&name), "{r:#}");
     assert!(
-        evidence(&r).contains("Redis log: "),
+        evidence_text(&r).contains("Redis log: "),
         "the log inside the namespace: {r:#}"
     );
     drop(sub);
@@ -610,7 +598,7 @@ fn a_local_proxy_holding_the_client_end_is_named() {
     assert_eq!(r["peer_proxy"]["comm"], "haproxy", "{r:#}");
     assert_eq!(r["peer_proxy"]["pid"], proxy.child.id(), "{r:#}");
     assert!(
-        evidence(&r).contains("a proxy: the real client is behind it"),
+        evidence_text(&r).contains("a proxy: the real client is behind it"),
         "{r:#}"
     );
 }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use scenario_tests::{
-    Capture, Redis, Topology, closed_for, free_port, in_netns, private_dir, redis_trace_bin,
-    require_root, run_in, set_linger_zero,
+    Capture, Redis, Topology, closed_for, evidence_text, free_port, in_netns, private_dir,
+    redis_trace_bin, require_root, run_in, set_linger_zero,
 };
 use serde_json::Value;
 
@@ -169,20 +169,8 @@ fn records_of(mut cap: Capture, client: SocketAddr, limit: Duration) -> (Value, 
     (r, records)
 }
 
-fn evidence(r: &Value) -> String {
-    r["evidence"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
 fn assert_evidence(r: &Value, needle: &str) {
-    let ev = evidence(r);
+    let ev = evidence_text(r);
     assert!(
         ev.contains(needle),
         "evidence should contain {needle:?}:\n{ev}\nrecord: {r:#}"
