@@ -25,6 +25,10 @@ pub struct Settings {
     pub persistent_n: u64,
     /// Connections for the churn test (one request each).
     pub churn_n: u64,
+    /// The main measure: fresh starts in a burst (bench_fresh).
+    pub fresh: crate::bench_fresh::FreshSettings,
+    /// Also the long-attached rounds of every tracer (the previous method).
+    pub attached: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -412,6 +416,24 @@ pub(crate) fn bpf_prog_stats() -> BTreeMap<String, (u64, u64)> {
     m
 }
 
+/// Whether a program (by the name bpftool shows, 15 characters at most) is one of ours.
+pub(crate) fn is_ours(name: &str) -> bool {
+    [
+        "inet_sock_set_s",
+        "tcp_send_reset",
+        "tcp_receive_res",
+        "inet_sk_error_r",
+        "mark_victim",
+        "signal_generate",
+        "sched_process_e",
+        "packet_in",
+        "packet_out",
+        "redis_free_clie",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     for tool in [
         "redis-server",
@@ -467,7 +489,20 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     // Warm-up: the first run on a fresh server is slower.
     redis_benchmark(port, &as_refs(&churn_args))?;
 
-    for round in 0..s.rounds {
+    // The main measure: what a capture started in the middle of a storm costs.
+    let fresh = crate::bench_fresh::run(bin, s.fresh, port, &dir)?;
+    let other = start_redis()?;
+    let by_port = crate::bench_fresh::kernel_cost_by_port(
+        bin,
+        port,
+        other.port,
+        s.fresh.churn_n,
+        s.fresh.min_pairs.min(5),
+        &dir,
+    )?;
+    drop(other);
+
+    for round in 0..if s.attached { s.rounds } else { 0 } {
         // Rotate the order each round so that no configuration always runs first.
         let mut order = Tracer::ALL.to_vec();
         let n = order.len();
@@ -584,17 +619,28 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let _ = writeln!(
         out,
-        "Machine: {} cores, {cpu}, Linux {}. {} rounds, medians (min..max). Baseline churn {:.0} conn/s.\n",
+        "Machine: {} cores, {cpu}, Linux {}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim(),
-        s.rounds,
-        base_churn.0
     );
-    let _ = writeln!(
-        out,
-        "| configuration | churn ratio (-k 0) | persistent ratio ping_mbulk / set / get | tracer CPU per connection | peak RSS |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(out, "### A capture started in the middle of a storm\n");
+    out.push_str(&fresh.table);
+    let _ = writeln!(out);
+    out.push_str(&by_port);
+    if s.attached {
+        let _ = writeln!(
+            out,
+            "\n### Long attached (the previous method): {} rounds, medians (min..max). Baseline churn {:.0} conn/s.\n",
+            s.rounds, base_churn.0
+        );
+    }
+    if s.attached {
+        let _ = writeln!(
+            out,
+            "| configuration | churn ratio (-k 0) | persistent ratio ping_mbulk / set / get | tracer CPU per connection | peak RSS |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|");
+    }
     for t in Tracer::ALL {
         let Some(v) = samples.get(&t) else { continue };
         let churn = median(v.iter().map(|x| x.churn / base_churn.0).collect());
@@ -639,9 +685,10 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
             },
         );
     }
+    let _ = writeln!(out, "\n### Start and loss\n");
     let _ = writeln!(
         out,
-        "\n| tracer | start to first event captured | start to first line written |"
+        "| tracer | start to first event captured | start to first line written |"
     );
     let _ = writeln!(out, "|---|---|---|");
     for (t, v) in &starts {
@@ -673,21 +720,7 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
     let _ = writeln!(out, "| program | runs | ns per run |");
     let _ = writeln!(out, "|---|---|---|");
     for (name, (ns, cnt)) in &kernel_cost {
-        if *cnt > 0
-            && [
-                "inet_sock_set_s",
-                "tcp_send_reset",
-                "tcp_receive_res",
-                "inet_sk_error_r",
-                "mark_victim",
-                "signal_generate",
-                "sched_process_e",
-                "packet_in",
-                "packet_out",
-            ]
-            .iter()
-            .any(|p| name.starts_with(p))
-        {
+        if *cnt > 0 && is_ours(name) {
             let _ = writeln!(out, "| {name} | {cnt} | {:.0} |", *ns as f64 / *cnt as f64);
         }
     }

@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_fresh;
 mod bench_packets;
 mod builds;
 mod dist;
@@ -50,9 +51,13 @@ enum Task {
         /// Rounds of each configuration (medians are reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Fewer requests per run (a quick look, noisier).
+        /// Fewer pairs of the same method (a quick look: its noise spread is printed).
         #[arg(long)]
         quick: bool,
+        /// Also the long-attached rounds of every tracer (the previous method: the tracer
+        /// attached long before the load).
+        #[arg(long)]
+        attached: bool,
         /// Only the packet programs' cost per packet (three namespaces of its own).
         #[arg(long)]
         packets: bool,
@@ -349,6 +354,7 @@ fn run() -> Result<()> {
         Task::Bench {
             rounds,
             quick,
+            attached,
             packets,
         } => {
             setup()?;
@@ -364,17 +370,29 @@ fn run() -> Result<()> {
             if !is_root() {
                 bail!("the benchmark loads eBPF programs: run `sudo cargo xtask bench`");
             }
+            // The same method either way; --quick takes fewer pairs and says how noisy
+            // that leaves the ratios.
+            let fresh = bench_fresh::FreshSettings {
+                min_pairs: if quick { 3 } else { 6 },
+                max_pairs: if quick { 3 } else { 16 },
+                churn_n: 30_000,
+                target_spread: 0.02,
+            };
             let settings = if quick {
                 bench::Settings {
                     rounds: rounds.max(1),
                     persistent_n: 50_000,
                     churn_n: 10_000,
+                    fresh,
+                    attached,
                 }
             } else {
                 bench::Settings {
                     rounds: rounds.max(1),
                     persistent_n: 300_000,
                     churn_n: 50_000,
+                    fresh,
+                    attached,
                 }
             };
             let table = if packets {

@@ -1,6 +1,6 @@
 //! Every map and global of the programs, and the small accessors that several programs
 //! share (counters, Redis probe settings, ring-buffer wakeup). The loader finds them by
-//! name (`PORTS`, `EVENTS`, ...; see `redis-trace/src/kernel/load.rs`).
+//! name (`PORT_BITS`, `EVENTS`, ...; see `redis-trace/src/kernel/load.rs`).
 
 use aya_ebpf::{
     Global,
@@ -20,14 +20,20 @@ use super::read::RECORD_BYTES;
 #[unsafe(no_mangle)]
 pub(super) static CONFIG: Global<Config> = Global::new(Config::EMPTY);
 
-/// Traced ports (host order) -> 1.
-#[map]
-pub(super) static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
-
-/// The traced ports again, as a bitmap (bit `port % 32` of word `port / 32`): the packet
-/// programs run for every packet of the host, and an array lookup is a plain load.
+/// The traced ports (host order), as a bitmap (bit `port % 32` of word `port / 32`):
+/// every program runs for every connection or packet of the host, and an array lookup
+/// is a plain load the verifier inlines, where a hash lookup was a helper call and a
+/// hash (two of them per state change on other ports, most of that path's cost).
 #[map]
 pub(super) static PORT_BITS: Array<u32> = Array::with_max_entries(PORT_BIT_WORDS, 0);
+
+/// Whether `port` is traced.
+#[inline(always)]
+pub(super) fn port_traced(port: u32) -> bool {
+    PORT_BITS
+        .get(port >> 5)
+        .is_some_and(|w| w & (1 << (port & 31)) != 0)
+}
 
 /// What arrived at each end of the traced connections that leave this host's loopback
 /// (see [`PeerPackets`]); keyed by addresses and the receiving end.

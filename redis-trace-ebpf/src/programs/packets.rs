@@ -17,7 +17,7 @@ use redis_trace_ebpf::{
     flow_flags, kind, side,
 };
 
-use super::maps::{EVENTS, FLOWS, PORT_BITS, count, wakeup_flags};
+use super::maps::{EVENTS, FLOWS, count, port_traced, wakeup_flags};
 
 /// The packet goes on (a `cgroup_skb` program's verdict).
 const PASS: i32 = 1;
@@ -43,13 +43,6 @@ pub fn packet_in(ctx: SkBuffContext) -> i32 {
 pub fn packet_out(ctx: SkBuffContext) -> i32 {
     let _ = sent(&ctx);
     PASS
-}
-
-#[inline(always)]
-fn port_traced(port: u32) -> bool {
-    PORT_BITS
-        .get(port >> 5)
-        .is_some_and(|w| w & (1 << (port & 31)) != 0)
 }
 
 /// Reads one `__sk_buff` field. Volatile, at its constant offset: the verifier allows

@@ -11,7 +11,7 @@ use redis_trace_ebpf::{
     ABSENT, ABSENT_OFFSET, AF_INET, AF_INET6, AddrLayout, ConnKey, NO_NETNS, counter, side,
 };
 
-use super::maps::{NETNS_SCOPE, PORTS, SCRATCH, count};
+use super::maps::{NETNS_SCOPE, SCRATCH, count, port_traced};
 
 /// Bytes of a tracepoint record copied at once: every field used lies within them (the
 /// largest record used, `tcp_send_reset`, is 88 bytes).
@@ -85,10 +85,9 @@ pub(super) fn ports(ctx: &Rec, l: &AddrLayout) -> Option<Tuple> {
             field(ctx, l.dport)?,
         )
     };
-    // SAFETY: map lookups of plain keys.
-    let side = if unsafe { PORTS.get(&local_port) }.is_some() {
+    let side = if port_traced(u32::from(local_port)) {
         side::SERVER
-    } else if unsafe { PORTS.get(&remote_port) }.is_some() {
+    } else if port_traced(u32::from(remote_port)) {
         side::CLIENT
     } else {
         return None;

@@ -40,6 +40,9 @@ pub struct Facts<'a> {
     /// The last CLIENT LIST entry seen for this connection's client address, and when.
     pub client: Option<(&'a ClientEntry, SystemTime)>,
     pub config: Option<&'a RedisConfig>,
+    /// When the `timeout` in `config` was set at run time (between two polls), if it
+    /// changed during the capture.
+    pub timeout_changed: Option<(SystemTime, SystemTime)>,
     /// Whether Redis's own view (INFO/CLIENT LIST) was available, and why not.
     pub redis_view: Result<(), &'a str>,
     /// When the first CLIENT LIST of this server was taken.

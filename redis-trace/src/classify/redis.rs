@@ -57,7 +57,7 @@ pub(super) fn redis_close(c: &KernelClose, ev: &Facts<'_>, mut out: Vec<Evidence
                 ));
                 return Verdict::new(Cause::RedisQueryBufferLimit, out);
             }
-            if let Some(v) = idle_timeout(entry, seen, close, cfg, &mut out) {
+            if let Some(v) = idle_timeout(entry, seen, close, cfg, ev.timeout_changed, &mut out) {
                 return v;
             }
         }
@@ -113,12 +113,15 @@ pub(super) fn client_list_line(e: &ClientEntry, seen: SystemTime) -> Evidence {
 /// Redis's serverCron frees a client once `now - lastinteraction > timeout`, checking
 /// every client about once a second (server.c clientsCronHandleTimeout). From the idle
 /// time CLIENT LIST reported, the close is predicted to the second; a close at that time
-/// is the timeout, any other time is not.
+/// is the timeout, any other time is not. A `timeout` set at run time (`changed`: after
+/// one poll, before the next) fires at once for every client already idle longer: then
+/// the close is predicted within that window.
 fn idle_timeout(
     e: &ClientEntry,
     seen: SystemTime,
     close: SystemTime,
     cfg: &RedisConfig,
+    changed: Option<(SystemTime, SystemTime)>,
     out: &mut Vec<Evidence>,
 ) -> Option<Verdict> {
     let timeout = cfg.timeout.filter(|t| *t > 0)?;
@@ -132,16 +135,35 @@ fn idle_timeout(
     // 2 s after it (the +1 of `>`, plus serverCron visiting each client once a second).
     let last_activity = seen.checked_sub(Duration::from_secs(e.idle))?;
     let predicted = last_activity.checked_add(Duration::from_secs(timeout))?;
-    let off = secs_between(predicted, close);
-    if (-0.05..=2.5).contains(&off) {
+    // Set at run time after the client had been idle that long: it fires once serverCron
+    // sees the new value, within the window between the two polls.
+    let (earliest, latest, set_at_run_time) = match changed {
+        Some((from, to)) if from > predicted => (from, to, true),
+        _ => (predicted, predicted, false),
+    };
+    let off = secs_between(earliest, close);
+    let off_latest = secs_between(latest, close);
+    if off >= -0.05 && off_latest <= 2.5 {
         out.push(Evidence::new(
             Source::Config,
-            format!(
-                "config: timeout is {timeout}s; idle {}s at that snapshot puts the idle timeout at {}, \
-                 and the close came {off:+.1}s from it",
-                e.idle,
-                rfc3339_millis(predicted)
-            ),
+            if set_at_run_time {
+                format!(
+                    "config: timeout was set to {timeout}s at run time, between {} and {}; the \
+                     client had been idle since {} ({}s at that snapshot), past the new timeout, \
+                     and the close came {off:+.1}s after the earliest it could be set",
+                    rfc3339_millis(earliest),
+                    rfc3339_millis(latest),
+                    rfc3339_millis(last_activity),
+                    e.idle
+                )
+            } else {
+                format!(
+                    "config: timeout is {timeout}s; idle {}s at that snapshot puts the idle timeout at {}, \
+                     and the close came {off:+.1}s from it",
+                    e.idle,
+                    rfc3339_millis(predicted)
+                )
+            },
         ));
         let mut v = Verdict::new(Cause::RedisIdleTimeout, std::mem::take(out));
         v.settings.timeout = Some(timeout);

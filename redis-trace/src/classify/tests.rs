@@ -85,6 +85,7 @@ fn evidence<'a>(
         log_view: Ok(()),
         code_path: None,
         missing_probes: &[],
+        timeout_changed: None,
     }
 }
 
@@ -124,6 +125,38 @@ fn a_close_long_before_the_timeout_is_not_called_a_timeout() {
             .iter()
             .any(|s| s.text.contains("not the idle timeout"))
     );
+}
+
+#[test]
+fn a_timeout_set_at_run_time_frees_clients_idle_longer_at_once() {
+    // 10,000 idle clients, then CONFIG SET timeout 2 between the polls at 30 s and 31 s:
+    // a client idle 25 s at the snapshot of 13 s is freed at 30.4 s, long after
+    // `last activity + 2 s`, and that is the timeout all the same.
+    let c = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 30.4);
+    let e = entry(25, "N", 0);
+    let mut cfg = config();
+    cfg.timeout = Some(2);
+    let mut facts = evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]);
+    facts.timeout_changed = Some((at(30.0), at(31.0)));
+    let v = classify(&c, &facts);
+    assert_eq!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|s| s.text.contains("set to 2s at run time")),
+        "{v:#?}"
+    );
+    // Without the change seen, the same close is not explained by the timeout.
+    let v = classify(&c, &evidence(Some((&e, at(13.0))), Some(&cfg), &[], &[]));
+    assert_ne!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
+    // A close before the window (timeout still unset then) is not the timeout either.
+    let early = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 29.0);
+    let v = classify(&early, &facts);
+    assert_ne!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
+    // Nor one long after the window.
+    let late = closed("server", Some(Packet::Fin), KernelEvent::SentFin, 35.0);
+    let v = classify(&late, &facts);
+    assert_ne!(v.cause, Cause::RedisIdleTimeout, "{v:#?}");
 }
 
 #[test]

@@ -187,6 +187,10 @@ struct Group {
 /// namespace [`NO_NETNS`] where it is not known.
 pub type Owners = HashMap<(u32, SocketAddr, SocketAddr), ProcessRef>;
 
+/// A map for per-connection state: keys come from the kernel, and a storm makes
+/// millions of lookups, so a fast (still randomly seeded) hasher.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A key without its namespace: the addresses and ports alone.
 fn tuple(k: &ConnKey) -> ConnKey {
     ConnKey {
@@ -210,10 +214,10 @@ fn one_end_only(c: &ConnClosed) -> bool {
 
 pub struct Assembler {
     grace_ns: u64,
-    groups: HashMap<ConnKey, Group>,
+    groups: FastMap<ConnKey, Group>,
     /// The namespaces of the pending groups of each address tuple: the two ends of a
     /// connection between two namespaces arrive under two keys.
-    by_tuple: HashMap<ConnKey, Vec<u32>>,
+    by_tuple: FastMap<ConnKey, Vec<u32>>,
     order: VecDeque<(u64, ConnKey, u64)>,
     generations: u64,
     /// Groups closed early (their key was reused by a new connection), for `flush`.
@@ -233,8 +237,8 @@ impl Assembler {
     pub fn new(grace: Duration, reasons: ResetReasons, clock: Clock, owners: Owners) -> Self {
         Self {
             grace_ns: grace.as_nanos() as u64,
-            groups: HashMap::new(),
-            by_tuple: HashMap::new(),
+            groups: FastMap::default(),
+            by_tuple: FastMap::default(),
             generations: 0,
             ready: Vec::new(),
             order: VecDeque::new(),

@@ -249,10 +249,16 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
         )?;
 
     {
-        let mut ports: HashMap<_, u16, u8> =
-            HashMap::try_from(ebpf.map_mut("PORTS").context("map PORTS missing")?)?;
-        for &p in settings.ports {
-            ports.insert(p, 1, 0).context("filling the port filter")?;
+        let mut bits: Array<_, u32> =
+            Array::try_from(ebpf.map_mut("PORT_BITS").context("map PORT_BITS missing")?)?;
+        for (i, w) in super::packets::port_bits(settings.ports)
+            .into_iter()
+            .enumerate()
+        {
+            if w != 0 {
+                bits.set(i as u32, w, 0)
+                    .context("filling the port filter")?;
+            }
         }
         if let Some(scope) = settings.netns_scope {
             let mut allowed: HashMap<_, u32, u8> = HashMap::try_from(
@@ -315,7 +321,7 @@ pub fn load(root: &Path, settings: &Settings<'_>) -> Result<Loaded> {
         ))
     } else {
         let mut notes = Vec::new();
-        let r = packets::attach(&mut ebpf, settings.ports, &mut notes);
+        let r = packets::attach(&mut ebpf, &mut notes);
         for n in &notes {
             crate::stderr::note(n);
         }

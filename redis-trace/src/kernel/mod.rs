@@ -8,5 +8,6 @@ pub mod layout;
 pub mod load;
 pub mod packets;
 pub mod redis_elf;
+pub mod ring;
 pub mod tracefs;
 pub mod uprobes;

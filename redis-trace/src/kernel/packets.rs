@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    maps::Array,
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 use redis_trace_ebpf::PORT_BIT_WORDS;
@@ -94,19 +93,9 @@ fn mount_cgroup2(at: &Path) -> Result<OwnMount> {
     Ok(guard)
 }
 
-/// Fills the port bitmap and attaches both programs. `notes` says what was done to the
-/// host on the way.
-pub fn attach(ebpf: &mut Ebpf, ports: &[u16], notes: &mut Vec<String>) -> Result<()> {
-    {
-        let mut bits: Array<_, u32> =
-            Array::try_from(ebpf.map_mut("PORT_BITS").context("map PORT_BITS missing")?)?;
-        for (i, w) in port_bits(ports).into_iter().enumerate() {
-            if w != 0 {
-                bits.set(i as u32, w, 0)
-                    .context("filling the port bitmap")?;
-            }
-        }
-    }
+/// Attaches both programs (the loader filled the port bitmap). `notes` says what was
+/// done to the host on the way.
+pub fn attach(ebpf: &mut Ebpf, notes: &mut Vec<String>) -> Result<()> {
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let (root, own) = match cgroup2_root(&mountinfo) {

@@ -86,6 +86,11 @@ impl Writers {
         })
     }
 
+    /// Whether the human timeline is written: its lines are built only then.
+    pub fn wants_text(&self) -> bool {
+        self.text.is_some()
+    }
+
     /// Whether a live status line may be drawn on stderr.
     pub fn status_allowed(&self) -> bool {
         self.text.is_some() && io::stderr().is_terminal()

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use super::record;
 use crate::cause::Cause;
 use crate::classify::{self, CounterWindow, Facts, Verdict};
-use crate::kernel::assemble::KernelClose;
+use crate::kernel::assemble::{FastMap, KernelClose};
 use crate::schema::{
     ConnectionClosed, ProcessEvent, RedisClientView, RedisCodePath, RedisState, RedisStatus,
     ServerRef, Side,
@@ -57,11 +57,16 @@ struct Server {
     poller: Option<Poller>,
     wanted: Arc<AtomicBool>,
     config: Option<RedisConfig>,
+    /// When `timeout` last changed at run time: after the first poll and before the
+    /// second of this pair (wall clock).
+    timeout_changed: Option<(SystemTime, SystemTime)>,
+    /// When the last poll was answered.
+    last_poll_wall: Option<SystemTime>,
     connected: bool,
     down_reason: Option<String>,
     pid: Option<u32>,
     run_id: Option<String>,
-    clients: HashMap<SocketAddr, (ClientEntry, SystemTime)>,
+    clients: FastMap<SocketAddr, (ClientEntry, SystemTime)>,
     last_poll_mono: u64,
     last_clients_mono: u64,
     /// When the first CLIENT LIST arrived.
@@ -176,6 +181,15 @@ impl Server {
         let age = s.taken_at.elapsed();
         let mono = monotonic_ns().saturating_sub(age.as_nanos() as u64);
         let wall = SystemTime::now() - age;
+        // A `timeout` set at run time: it changed after the previous poll, and before
+        // this poll's CONFIG GET was answered (now, at the latest).
+        if let (Some(t), Some(cfg)) = (s.timeout, self.config.as_mut())
+            && cfg.timeout != Some(t)
+        {
+            self.timeout_changed = Some((self.last_poll_wall.unwrap_or(wall), SystemTime::now()));
+            cfg.timeout = Some(t);
+        }
+        self.last_poll_wall = Some(wall);
         if let Some(clients) = s.clients {
             self.last_clients_mono = mono;
             self.first_clients_wall.get_or_insert(wall);
@@ -271,10 +285,12 @@ impl Enricher {
                     poller,
                     wanted,
                     config: None,
+                    timeout_changed: None,
+                    last_poll_wall: None,
                     connected: false,
                     pid: None,
                     run_id: None,
-                    clients: HashMap::new(),
+                    clients: FastMap::default(),
                     last_poll_mono: 0,
                     last_clients_mono: 0,
                     first_clients_wall: None,
@@ -576,6 +592,7 @@ impl Enricher {
             _ => self.redis_pids.as_slice(),
         };
         let first_client_list = idx.and_then(|i| self.servers[i].first_clients_wall);
+        let timeout_changed = idx.and_then(|i| self.servers[i].timeout_changed);
         let v = classify::classify(
             c,
             &Facts {
@@ -586,6 +603,7 @@ impl Enricher {
                 log,
                 client,
                 config,
+                timeout_changed,
                 redis_view,
                 log_view,
                 missing_probes: classify::missing_probes(),

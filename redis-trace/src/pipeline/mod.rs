@@ -17,9 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{MapData, RingBuf};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 use self::enrich::{Enricher, RedisSource};
 use self::governor::UprobeGovernor;
@@ -27,6 +24,7 @@ use crate::classify::code_paths;
 use crate::kernel::assemble::{Assembled, Assembler, Owners, RedisRaw};
 use crate::kernel::decode::{self, comm};
 use crate::kernel::redis_elf::ClientLayout;
+use crate::kernel::ring::{self, RingReader};
 use crate::kernel::{load, uprobes};
 use crate::output::{self, JsonTarget, Writers};
 use crate::schema::{
@@ -39,7 +37,7 @@ use crate::sources::procinfo::{self, SERVER_NAMES};
 use crate::sources::redis::{ServerId, ServerKind, Target};
 use crate::stderr;
 use crate::time::{Clock, monotonic_ns};
-use redis_trace_ebpf::{ProcEvent, proc_event};
+use redis_trace_ebpf::{ProcEvent, how, proc_event, side};
 
 /// How long records about one connection are held for their RST/error companions.
 const GRACE: Duration = Duration::from_millis(250);
@@ -166,7 +164,8 @@ pub async fn run(opts: Options, mut signals: Signals) -> Result<Outcome> {
 struct Capture {
     started: Instant,
     ebpf: aya::Ebpf,
-    ring: AsyncFd<RingBuf<MapData>>,
+    /// The ring buffer's records, copied out by a thread of their own.
+    ring: RingReader,
     unavailable: Vec<ProbeStatus>,
     begin: CaptureStarted,
     /// Uprobes: each probed Redis's links, and every pid probed so far.
@@ -188,6 +187,8 @@ struct Flow {
     bad_records: u64,
     /// Connection ends handed over by the kernel (the uprobes' cost follows them).
     closes_seen: u64,
+    /// The same ends, by whether Redis began them (the uprobes' governor).
+    ends: governor::Ends,
     /// Each probed Redis's symbols, to name its code paths.
     symbols: HashMap<u32, uprobes::Symbols>,
     assembled: Vec<Assembled>,
@@ -375,10 +376,7 @@ impl Capture {
             "capturing ({} probes attached, live {live_ms} ms after start); Ctrl-C to stop",
             begin.probes_attached.len(),
         ));
-        // SAFETY: the ring buffer's fd is owned by the RingBuf moved into the AsyncFd, so
-        // it stays open for as long as it is registered.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let ring = RingReader::start(ring).context("starting the ring buffer's reader thread")?;
         let mut capture = Self {
             started,
             ebpf,
@@ -397,6 +395,7 @@ impl Capture {
                 counts: Counts::default(),
                 bad_records: 0,
                 closes_seen: 0,
+                ends: governor::Ends::default(),
                 symbols,
                 assembled: Vec::new(),
                 several_servers,
@@ -428,9 +427,10 @@ impl Capture {
                     signals::Kind::Terminate => EndedBy::Terminate,
                 }),
                 _ = &mut sleep_until => return Ok(EndedBy::Duration),
-                guard = self.ring.readable_mut() => {
-                    let mut guard = guard.context("waiting on the ring buffer")?;
-                    guard.clear_ready();
+                batch = self.ring.next() => {
+                    if let Some(b) = batch {
+                        self.flow.records(&b)?;
+                    }
                 }
                 _ = tick.tick() => {}
             }
@@ -491,9 +491,9 @@ impl Capture {
                 note: None,
             }))?;
         }
-        if let Some(note) =
-            self.governor
-                .tick(self.flow.closes_seen, &mut self.links, &mut self.ebpf)
+        if let Some(note) = self
+            .governor
+            .tick(self.flow.ends, &mut self.links, &mut self.ebpf)
         {
             self.flow.writers.json(&Record::RedisUprobes(RedisUprobes {
                 time: Some(self.flow.clock.wall(monotonic_ns())),
@@ -552,6 +552,7 @@ impl Capture {
     /// Collects what the kernel still holds, then everything pending, and writes
     /// `capture_ended`.
     async fn finish(mut self, ending: EndedBy, signals: &Signals) -> Result<Outcome> {
+        self.ring.stop();
         self.drain()?;
         self.flow.assemble(u64::MAX)?;
         // Redis-side closes wait for the poll after them: give it its moment, bounded.
@@ -592,21 +593,36 @@ impl Capture {
         })
     }
 
-    /// Takes every record the kernel has handed over.
+    /// Takes every record the ring's reader has copied out so far.
     fn drain(&mut self) -> Result<()> {
-        while let Some(item) = self.ring.get_mut().next() {
-            self.flow.record(&item)?;
+        while let Some(b) = self.ring.try_next() {
+            self.flow.records(&b)?;
         }
         Ok(())
     }
 }
 
 impl Flow {
+    fn records(&mut self, batch: &ring::Batch) -> Result<()> {
+        for r in batch.records() {
+            self.record(r)?;
+        }
+        Ok(())
+    }
+
     /// One record from the ring buffer.
     fn record(&mut self, bytes: &[u8]) -> Result<()> {
         match decode::Record::decode(bytes) {
             Ok(decode::Record::Closed(c)) => {
                 self.closes_seen += 1;
+                if c.observer == side::SERVER
+                    && c.in_task != 0
+                    && matches!(c.how, how::SENT_FIN | how::ABORTED)
+                {
+                    self.ends.by_redis += 1;
+                } else {
+                    self.ends.other += 1;
+                }
                 self.assembler.push_closed(c);
             }
             Ok(decode::Record::Sock(s)) => self.assembler.push_sock(s),
@@ -637,7 +653,9 @@ impl Flow {
                 }
                 Assembled::Reset(r) => {
                     self.counts.resets += 1;
-                    self.writers.text(&output::reset_line(&r))?;
+                    if self.writers.wants_text() {
+                        self.writers.text(&output::reset_line(&r))?;
+                    }
                     self.writers.json(&Record::Reset(r))?;
                 }
             }
@@ -655,18 +673,22 @@ impl Flow {
                     self.counts.by_cause.insert(c.cause.as_str().to_string(), 1);
                 }
             }
-            let mut line = output::closed_line(&c, self.writers.color);
-            // With several servers traced, each line says whose connection it was.
-            if self.several_servers
-                && let Some(server) = &c.redis_server
-            {
-                line.push_str(&format!(
-                    "\n              server: {}",
-                    output::escape_name(&server.to_string())
-                ));
+            // The timeline line is built only when it is written (not with --quiet or
+            // --json -): formatting it was a quarter of the tracer's CPU in a storm.
+            if self.writers.wants_text() {
+                let mut line = output::closed_line(&c, self.writers.color);
+                // With several servers traced, each line says whose connection it was.
+                if self.several_servers
+                    && let Some(server) = &c.redis_server
+                {
+                    line.push_str(&format!(
+                        "\n              server: {}",
+                        output::escape_name(&server.to_string())
+                    ));
+                }
+                self.writers.text(&line)?;
             }
             self.writers.json(&Record::ConnectionClosed(Box::new(c)))?;
-            self.writers.text(&line)?;
         }
         Ok(())
     }

@@ -45,6 +45,10 @@ pub struct Snapshot {
     /// None when CLIENT LIST was skipped this round or refused.
     pub clients: Option<Vec<ClientEntry>>,
     pub client_list_duration: Option<Duration>,
+    /// `timeout` as CONFIG GET gave it right after INFO: an operator's `CONFIG SET
+    /// timeout` frees every idle client within a second, and the capture must know the
+    /// new value at once (None when refused).
+    pub timeout: Option<u64>,
 }
 
 /// The largest reply read from Redis. A real INFO is a few KB; CLIENT LIST is ~300 bytes
@@ -422,11 +426,31 @@ impl Session {
         } else {
             (None, None)
         };
+        // One CONFIG GET per poll: O(1) on Redis's main thread.
+        let timeout = match self
+            .query::<Vec<Vec<u8>>>(redis::cmd("CONFIG").arg("GET").arg("timeout"), "CONFIG GET")
+        {
+            Ok(reply) => {
+                let pairs: Vec<(String, String)> = reply
+                    .chunks_exact(2)
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(&kv[0]).into_owned(),
+                            String::from_utf8_lossy(&kv[1]).into_owned(),
+                        )
+                    })
+                    .collect();
+                parse_config(&pairs).timeout
+            }
+            Err(e) if is_permission_error(&e) => None,
+            Err(e) => return Err(e),
+        };
         Ok(Snapshot {
             taken_at,
             info,
             clients,
             client_list_duration,
+            timeout,
         })
     }
 
