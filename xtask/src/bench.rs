@@ -713,15 +713,17 @@ pub fn run(bin: &Path, s: Settings, root: &Path) -> Result<String> {
         "\nMaximum churn ({:.0} conn/s, -c 50 -k 0): {made} connections made (INFO total_connections_received), {recorded} connection_closed records, lost events {lost}.",
         max_churn.values().next().copied().unwrap_or(0.0)
     );
-    let _ = writeln!(
-        out,
-        "\nIn-kernel cost of redis-trace's programs during its churn runs (kernel.bpf_stats_enabled):\n"
-    );
-    let _ = writeln!(out, "| program | runs | ns per run |");
-    let _ = writeln!(out, "|---|---|---|");
-    for (name, (ns, cnt)) in &kernel_cost {
-        if *cnt > 0 && is_ours(name) {
-            let _ = writeln!(out, "| {name} | {cnt} | {:.0} |", *ns as f64 / *cnt as f64);
+    if s.attached {
+        let _ = writeln!(
+            out,
+            "\nIn-kernel cost of redis-trace's programs during its long-attached churn runs (kernel.bpf_stats_enabled):\n"
+        );
+        let _ = writeln!(out, "| program | runs | ns per run |");
+        let _ = writeln!(out, "|---|---|---|");
+        for (name, (ns, cnt)) in &kernel_cost {
+            if *cnt > 0 && is_ours(name) {
+                let _ = writeln!(out, "| {name} | {cnt} | {:.0} |", *ns as f64 / *cnt as f64);
+            }
         }
     }
     let _ = writeln!(

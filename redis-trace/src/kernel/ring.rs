@@ -103,10 +103,8 @@ fn run(mut ring: RingBuf<MapData>, tx: &mpsc::UnboundedSender<Batch>, stop: &Ato
         let mut batch = Batch::default();
         while let Some(item) = ring.next() {
             batch.push(&item);
-            if batch.len() >= BATCH_RECORDS {
-                if tx.send(std::mem::take(&mut batch)).is_err() {
-                    return;
-                }
+            if batch.len() >= BATCH_RECORDS && tx.send(std::mem::take(&mut batch)).is_err() {
+                return;
             }
         }
         if !batch.is_empty() && tx.send(batch).is_err() {
