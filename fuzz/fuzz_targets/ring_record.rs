@@ -70,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
         log: &[],
         client: None,
         config: None,
+        timeout_changed: None,
         redis_view: Err("not read while fuzzing"),
         first_client_list: None,
         log_view: Err("not read while fuzzing"),

@@ -905,6 +905,32 @@ pub struct CaptureEnded {
     /// records like any other.
     pub own_connections_unmarked: u64,
     pub probes_unavailable: Vec<String>,
+    /// What the capture cost this host's CPU, by stage (its own time on CPU).
+    pub tracer_cpu_ms: TracerCpu,
+}
+
+/// The tracer's own time on CPU, in milliseconds: the capture loop's thread by stage
+/// (thread CPU clock around each stage), and every other thread by name (schedstat).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TracerCpu {
+    /// Everything before `capture_started`: loading and attaching the programs, BTF,
+    /// the /proc scans for servers and open connections, the first Redis poll.
+    pub start: f64,
+    /// Reading the ring buffer's batches: decoding and joining each connection's records.
+    pub decode: f64,
+    /// Ending each connection's grace period: the assembled records and resets.
+    pub assemble: f64,
+    /// Taking the Redis pollers' and the log's messages.
+    pub redis: f64,
+    /// Classifying the held connections and building their records.
+    pub classify: f64,
+    /// JSON and timeline formatting and writing (write(2) included).
+    pub write: f64,
+    /// The uprobes' governor, status lines and waiting for work.
+    pub other: f64,
+    /// The other threads (ring reader, Redis pollers, log follower, signals), by name.
+    pub threads: std::collections::BTreeMap<String, f64>,
 }
 
 /// What `report` tolerated in a capture file.

@@ -225,6 +225,8 @@ struct Traced {
     records: u64,
     lost: Option<u64>,
     kernel: BTreeMap<String, (u64, u64)>,
+    /// redis-trace's own account (`capture_ended.tracer_cpu_ms`): ms by stage.
+    stages: BTreeMap<String, f64>,
 }
 
 /// Lead time between starting the tracer and the burst.
@@ -262,6 +264,7 @@ fn traced(c: Config, bin: &Path, port: u16, load: Load, dir: &Path) -> Result<Tr
     }
     let out = dir.join(format!("fresh-{c:?}.out"));
     let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut stages = BTreeMap::new();
     let (records, lost) = if c.is_redis_trace() {
         let records = text.matches("\"type\":\"connection_closed\"").count() as u64;
         let end: serde_json::Value = text
@@ -269,6 +272,17 @@ fn traced(c: Config, bin: &Path, port: u16, load: Load, dir: &Path) -> Result<Tr
             .last()
             .and_then(|l| serde_json::from_str(l).ok())
             .unwrap_or_default();
+        if let Some(cpu) = end["tracer_cpu_ms"].as_object() {
+            for (k, v) in cpu {
+                if let Some(ms) = v.as_f64() {
+                    stages.insert(k.clone(), ms);
+                } else if let Some(threads) = v.as_object() {
+                    for (name, ms) in threads {
+                        stages.insert(format!("thread {name}"), ms.as_f64().unwrap_or(0.0));
+                    }
+                }
+            }
+        }
         (records, end["lost_events"].as_u64())
     } else {
         (text.lines().count() as u64, None)
@@ -292,6 +306,7 @@ fn traced(c: Config, bin: &Path, port: u16, load: Load, dir: &Path) -> Result<Tr
         records,
         lost,
         kernel,
+        stages,
     })
 }
 
@@ -501,6 +516,38 @@ fn churn_or_persistent(
             c.name(),
             parts.join(", ")
         );
+    }
+    // Where redis-trace's CPU goes, by its own account per stage.
+    for c in [Config::Default, Config::Bare] {
+        let Some(t) = r.traced.get(&c) else { continue };
+        let mut names: Vec<&String> = t.iter().flat_map(|x| x.stages.keys()).collect();
+        names.sort();
+        names.dedup();
+        let n = load.connections() as f64;
+        let parts: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let per = median(
+                    t.iter()
+                        .map(|x| x.stages.get(*name).copied().unwrap_or(0.0))
+                        .collect(),
+                )
+                .0;
+                if name.as_str() == "start" {
+                    format!("start {per:.0} ms")
+                } else {
+                    format!("{name} {:.2} µs", per * 1e3 / n)
+                }
+            })
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{}: its own account (`capture_ended.tracer_cpu_ms`, medians), per connection of the burst: {}.",
+                c.name(),
+                parts.join(", ")
+            );
+        }
     }
     // In-kernel cost per program during the traced bursts.
     let _ = writeln!(

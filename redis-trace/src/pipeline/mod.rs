@@ -30,7 +30,7 @@ use crate::output::{self, JsonTarget, Writers};
 use crate::schema::{
     CaptureEnded, CaptureStarted, ConnectionClosed, Counts, EndedBy, OomInfo, PortSource,
     ProbeStatus, ProcessEvent, ProcessEventKind, ProcessRef, Record, RedisCodePath, RedisStatus,
-    RedisUprobes, SCHEMA_VERSION, SignalInfo, TracedPort,
+    RedisUprobes, SCHEMA_VERSION, SignalInfo, TracedPort, TracerCpu,
 };
 use crate::signals::{self, Signals};
 use crate::sources::procinfo::{self, SERVER_NAMES};
@@ -172,7 +172,60 @@ struct Capture {
     links: HashMap<u32, Vec<uprobes::Link>>,
     probed: HashSet<u32>,
     governor: UprobeGovernor,
+    /// The capture loop's CPU by stage.
+    cpu: StageClock,
     flow: Flow,
+}
+
+/// The capture thread's CPU time, charged to one stage after another.
+#[derive(Default)]
+struct StageClock {
+    last_ns: u64,
+    cpu: TracerCpu,
+}
+
+/// This thread's time on CPU, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+impl StageClock {
+    /// Charges the CPU since the last charge to `stage`.
+    fn charge(&mut self, stage: fn(&mut TracerCpu) -> &mut f64) {
+        let now = thread_cpu_ns();
+        *stage(&mut self.cpu) += now.saturating_sub(self.last_ns) as f64 / 1e6;
+        self.last_ns = now;
+    }
+
+    /// The other threads' time on CPU, by name (their schedstat).
+    fn other_threads(&mut self) {
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() }.to_string();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for t in tasks.flatten() {
+            if t.file_name().to_string_lossy() == me {
+                continue;
+            }
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let ns: u64 = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            *self
+                .cpu
+                .threads
+                .entry(name.trim().to_string())
+                .or_insert(0.0) += ns as f64 / 1e6;
+        }
+    }
 }
 
 /// Where the kernel's records go: assembled, enriched, classified, written.
@@ -386,6 +439,7 @@ impl Capture {
             links,
             probed,
             governor: UprobeGovernor::new(),
+            cpu: StageClock::default(),
             flow: Flow {
                 clock,
                 watched: watched.iter().copied().collect(),
@@ -404,6 +458,7 @@ impl Capture {
         let mut early_status = early_status;
         capture.check_versions(&mut early_status);
         capture.flow.write_status(early_status)?;
+        capture.cpu.charge(|c| &mut c.start);
         Ok((capture, backlog))
     }
 
@@ -428,25 +483,32 @@ impl Capture {
                 }),
                 _ = &mut sleep_until => return Ok(EndedBy::Duration),
                 batch = self.ring.next() => {
+                    self.cpu.charge(|c| &mut c.other);
                     if let Some(b) = batch {
                         self.flow.records(&b)?;
                     }
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.cpu.charge(|c| &mut c.other),
             }
             self.drain()?;
+            self.cpu.charge(|c| &mut c.decode);
             self.flow.assemble(monotonic_ns())?;
+            self.cpu.charge(|c| &mut c.assemble);
             let statuses = self.flow.enricher.poll_sources();
             let mut statuses = statuses;
             self.watch_restarted(&statuses);
+            self.cpu.charge(|c| &mut c.redis);
             if opts.uprobes {
                 self.follow_uprobes(&statuses)?;
                 self.check_versions(&mut statuses);
             }
             self.flow.write_status(statuses)?;
+            self.cpu.charge(|c| &mut c.other);
             let closed = self.flow.enricher.release(false);
+            self.cpu.charge(|c| &mut c.classify);
             self.flow.write_closed(closed)?;
             self.flow.writers.flush()?;
+            self.cpu.charge(|c| &mut c.write);
             if self.flow.writers.status_allowed() && last_status.elapsed() >= Duration::from_secs(1)
             {
                 last_status = Instant::now();
@@ -552,6 +614,8 @@ impl Capture {
     /// Collects what the kernel still holds, then everything pending, and writes
     /// `capture_ended`.
     async fn finish(mut self, ending: EndedBy, signals: &Signals) -> Result<Outcome> {
+        // The other threads' CPU while they still run (the ring's reader is stopped next).
+        self.cpu.other_threads();
         self.ring.stop();
         self.drain()?;
         self.flow.assemble(u64::MAX)?;
@@ -570,6 +634,7 @@ impl Capture {
         let closed = self.flow.enricher.release(true);
         self.flow.write_closed(closed)?;
         self.flow.enricher.stop();
+        self.cpu.charge(|c| &mut c.classify);
         let kc = load::counters(&self.ebpf).unwrap_or_default();
         let end = CaptureEnded {
             time: Some(self.flow.clock.wall(monotonic_ns())),
@@ -583,6 +648,7 @@ impl Capture {
             own_connections: self.flow.assembler.own_skipped,
             own_connections_unmarked: kc.own_socks_full,
             probes_unavailable: self.unavailable.iter().map(|u| u.probe.clone()).collect(),
+            tracer_cpu_ms: std::mem::take(&mut self.cpu.cpu),
         };
         self.flow.writers.json(&Record::CaptureEnded(end.clone()))?;
         self.flow.writers.flush()?;
