@@ -391,16 +391,24 @@ impl Session {
     pub fn config(&mut self) -> anyhow::Result<RedisConfig> {
         let mut pairs = Vec::new();
         for param in CONFIG_PARAMS {
-            let reply: Vec<Vec<u8>> =
-                self.query(redis::cmd("CONFIG").arg("GET").arg(param), "CONFIG GET")?;
-            for kv in reply.chunks_exact(2) {
-                pairs.push((
-                    String::from_utf8_lossy(&kv[0]).into_owned(),
-                    String::from_utf8_lossy(&kv[1]).into_owned(),
-                ));
-            }
+            pairs.extend(self.config_get(param)?);
         }
         Ok(parse_config(&pairs))
+    }
+
+    /// One `CONFIG GET param`: its (name, value) pairs.
+    fn config_get(&mut self, param: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let reply: Vec<Vec<u8>> =
+            self.query(redis::cmd("CONFIG").arg("GET").arg(param), "CONFIG GET")?;
+        Ok(reply
+            .chunks_exact(2)
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv[0]).into_owned(),
+                    String::from_utf8_lossy(&kv[1]).into_owned(),
+                )
+            })
+            .collect())
     }
 
     /// INFO (the sections in [`INFO_SECTIONS`]), then CLIENT LIST when `with_clients`. A
@@ -427,21 +435,8 @@ impl Session {
             (None, None)
         };
         // One CONFIG GET per poll: O(1) on Redis's main thread.
-        let timeout = match self
-            .query::<Vec<Vec<u8>>>(redis::cmd("CONFIG").arg("GET").arg("timeout"), "CONFIG GET")
-        {
-            Ok(reply) => {
-                let pairs: Vec<(String, String)> = reply
-                    .chunks_exact(2)
-                    .map(|kv| {
-                        (
-                            String::from_utf8_lossy(&kv[0]).into_owned(),
-                            String::from_utf8_lossy(&kv[1]).into_owned(),
-                        )
-                    })
-                    .collect();
-                parse_config(&pairs).timeout
-            }
+        let timeout = match self.config_get("timeout") {
+            Ok(pairs) => parse_config(&pairs).timeout,
             Err(e) if is_permission_error(&e) => None,
             Err(e) => return Err(e),
         };
